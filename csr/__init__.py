@@ -1,0 +1,18 @@
+"""csr: continuous (arbitrary-scale) image super-resolution.
+
+    import csr
+    csr.list_models()
+    model = csr.create_model("liif-edsr-baseline")
+
+Attributes are imported lazily, so ``import csr.io`` or ``csr.metrics`` does not load torch.
+"""
+__version__ = "0.1.0"
+
+_LAZY = {"create_model": "zoo", "list_models": "zoo", "load_model": "zoo", "evaluate": "evaluate"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'csr' has no attribute {name!r}")

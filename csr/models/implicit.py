@@ -1,0 +1,117 @@
+"""What every local implicit decoder shares: coordinates, latent look-up and the local ensemble.
+
+Conventions (the LIIF paper's): coordinates are ``(y, x)`` in ``[-1, 1]`` at pixel centres; a
+query's ``cell`` is the size of its output pixel in the same units, ``(2 / H_out, 2 / W_out)``.
+A model encodes an LR image once (:meth:`ImplicitSR.encode`, returning a dict of per-LR-pixel
+tensors) and then answers any set of queries (:meth:`ImplicitSR.query`); images are ``[0, 1]``
+tensors outside the model, normalised inside it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..registry import make
+
+
+def make_coord(shape, device=None, dtype=torch.float32, flatten: bool = True) -> torch.Tensor:
+    """Pixel-centre coordinates of an ``(H, W)`` grid: ``(H*W, 2)``, or ``(H, W, 2)`` unflattened."""
+    axes = [(torch.arange(n, device=device, dtype=dtype) * 2 + 1) / n - 1 for n in shape]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+    return grid.reshape(-1, 2) if flatten else grid
+
+
+def make_cell(coord: torch.Tensor, shape) -> torch.Tensor:
+    """Cells for queries on an ``(H, W)`` output grid, shaped like ``coord``."""
+    cell = torch.empty_like(coord)
+    cell[..., 0] = 2 / shape[0]
+    cell[..., 1] = 2 / shape[1]
+    return cell
+
+
+class ImplicitSR(nn.Module):
+    """Base of LIIF, LTE and MetaSR: an encoder, a per-query decoder, an optional bilinear skip."""
+
+    def __init__(self, encoder_spec: dict, local_ensemble: bool = True, add_bilinear: bool = False,
+                 input_mean: float = 0.5, input_std: float = 0.5, cell_clip: float | None = None):
+        super().__init__()
+        self.encoder = make(encoder_spec)
+        self.local_ensemble = local_ensemble
+        self.add_bilinear = add_bilinear
+        self.input_mean, self.input_std = input_mean, input_std
+        # LTE's evaluation trick: never decode a cell smaller than the training scale's maximum
+        self.cell_clip = cell_clip
+
+    # ---------------------------------------------------------------- to be provided by subclasses
+    def prepare(self, feat: torch.Tensor) -> dict:
+        """Per-LR-pixel tensors the decoder gathers, each ``(B, H*W, C)``."""
+        raise NotImplementedError
+
+    def decode(self, state: dict, idx: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor):
+        """Predict ``(B, Q, 3)`` from latents at flat indices ``idx`` (B, Q), offsets ``rel``
+        (B, Q, 2, in LR pixels) and cells ``rel_cell`` (B, Q, 2, in LR pixels)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- shared machinery
+    @property
+    def receptive_radius(self) -> int:
+        """LR pixels of context a latent depends on, plus the decoder's own 3x3 reach."""
+        return getattr(self.encoder, "receptive_radius", 32) + 1
+
+    def encode(self, lr: torch.Tensor) -> dict:
+        x = (lr - self.input_mean) / self.input_std
+        feat = self.encoder(x)
+        state = self.prepare(feat)
+        state["hw"] = tuple(feat.shape[-2:])
+        if self.add_bilinear:
+            state["inp"] = x
+        return state
+
+    def gather(self, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Rows ``idx`` (B, Q) of a per-pixel tensor ``t`` (B, H*W, C) -> (B, Q, C)."""
+        return torch.gather(t, 1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+
+    def _nearest(self, c: torch.Tensor, n: int):
+        """Index of the latent nearest to coordinate ``c`` along an axis of ``n`` latents, and
+        that latent's own coordinate (grid_sample 'nearest' semantics, align_corners=False)."""
+        i = torch.round(((c + 1) * n - 1) / 2).clamp_(0, n - 1)
+        return i.long(), (2 * i + 1) / n - 1
+
+    def query(self, state: dict, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] (unclamped) at ``coord`` (B, Q, 2) with ``cell`` (B, Q, 2)."""
+        h, w = state["hw"]
+        size = coord.new_tensor([h, w])
+        rel_cell = cell * size
+        if self.cell_clip:
+            rel_cell = rel_cell.clamp(min=2 / self.cell_clip)
+        if self.local_ensemble:
+            shifts, eps = [(-1, -1), (-1, 1), (1, -1), (1, 1)], 1e-6
+        else:
+            shifts, eps = [(0, 0)], 0.0
+        preds, areas = [], []
+        for vy, vx in shifts:
+            c = coord + coord.new_tensor([vy / h, vx / w]) + eps
+            c = c.clamp(-1 + 1e-6, 1 - 1e-6)
+            iy, qy = self._nearest(c[..., 0], h)
+            ix, qx = self._nearest(c[..., 1], w)
+            rel = (coord - torch.stack([qy, qx], dim=-1)) * size
+            preds.append(self.decode(state, iy * w + ix, rel, rel_cell))
+            areas.append((rel[..., 0] * rel[..., 1]).abs() + 1e-9)
+        if len(preds) == 1:
+            out = preds[0]
+        else:
+            total = sum(areas)
+            # each prediction is weighted by the area of the diagonally opposite sub-rectangle
+            out = sum(p * (a / total).unsqueeze(-1) for p, a in zip(preds, reversed(areas)))
+        return self.finish(state, coord, out)
+
+    def finish(self, state: dict, coord: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Add the bilinear skip (if any) and undo the input normalisation."""
+        if self.add_bilinear:
+            out = out + F.grid_sample(state["inp"], coord.flip(-1).unsqueeze(1), mode="bilinear",
+                                      padding_mode="border", align_corners=False)[:, :, 0].transpose(1, 2)
+        return out * self.input_std + self.input_mean
+
+    def forward(self, lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        return self.query(self.encode(lr), coord, cell)

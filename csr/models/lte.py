@@ -1,0 +1,43 @@
+"""LTE: local texture estimator (Lee & Jin, CVPR 2022).
+
+From the encoder's features two 3x3 convolutions estimate, per LR pixel, amplitudes (``coef``)
+and 2-D frequencies (``freq``); a linear map of the cell gives a phase. A query's Fourier
+features ``cos/sin(pi * (freq . rel + phase))``, weighted by the amplitudes, go through an MLP,
+and the bilinearly upsampled input is added back. Cells are clipped at ``cell_clip`` (the
+training scale's maximum), as the authors evaluate beyond it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ..registry import make, register
+from .implicit import ImplicitSR
+
+
+@register("lte")
+class LTE(ImplicitSR):
+    def __init__(self, encoder_spec: dict, imnet_spec: dict, hidden_dim: int = 256,
+                 local_ensemble: bool = True, add_bilinear: bool = True, cell_clip: float | None = 4.0,
+                 input_mean: float = 0.5, input_std: float = 0.5):
+        super().__init__(encoder_spec, local_ensemble, add_bilinear, input_mean, input_std, cell_clip)
+        c = self.encoder.out_dim
+        self.coef = nn.Conv2d(c, hidden_dim, 3, padding=1)
+        self.freq = nn.Conv2d(c, hidden_dim, 3, padding=1)
+        self.phase = nn.Linear(2, hidden_dim // 2, bias=False)
+        self.imnet = make(imnet_spec, args={"in_dim": hidden_dim})
+
+    def prepare(self, feat):
+        return {"coef": self.coef(feat).flatten(2).transpose(1, 2),
+                "freq": self.freq(feat).flatten(2).transpose(1, 2)}
+
+    def decode(self, state, idx, rel, rel_cell):
+        coef = self.gather(state["coef"], idx)
+        freq = self.gather(state["freq"], idx)
+        b, q, _ = freq.shape
+        # frequencies come in (y, x) pairs: project the offset onto each
+        arg = (freq.view(b, q, -1, 2) * rel.unsqueeze(-2)).sum(-1) + self.phase(rel_cell)
+        basis = torch.cat([torch.cos(math.pi * arg), torch.sin(math.pi * arg)], dim=-1)
+        return self.imnet(coef * basis)

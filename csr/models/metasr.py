@@ -1,0 +1,41 @@
+"""MetaSR (Hu et al., CVPR 2019) as re-implemented for comparison in the LIIF paper.
+
+A small network predicts, from a query's sub-pixel offset and the inverse scale, the weights of
+a per-query linear filter over the 3x3-unfolded latent of the LR pixel the query falls in.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..registry import make, register
+from .implicit import ImplicitSR
+
+
+@register("metasr")
+class MetaSR(ImplicitSR):
+    def __init__(self, encoder_spec: dict, imnet_spec: dict, add_bilinear: bool = False,
+                 input_mean: float = 0.5, input_std: float = 0.5):
+        super().__init__(encoder_spec, False, add_bilinear, input_mean, input_std)
+        self.latent_dim = self.encoder.out_dim * 9
+        self.imnet = make(imnet_spec, args={"in_dim": 3, "out_dim": self.latent_dim * 3})
+
+    def prepare(self, feat):
+        b, c, h, w = feat.shape
+        return {"feat": F.unfold(feat, 3, padding=1).view(b, c * 9, h * w).transpose(1, 2)}
+
+    def query(self, state, coord, cell):
+        # the query's pixel is located by its top-left corner, as in the LIIF re-implementation
+        h, w = state["hw"]
+        size = coord.new_tensor([h, w])
+        corner = coord - cell / 2
+        c = (corner + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6)
+        iy, qy = self._nearest(c[..., 0], h)
+        ix, qx = self._nearest(c[..., 1], w)
+        rel = (corner - torch.stack([qy, qx], dim=-1)) * size / 2
+        inv_scale = cell[..., :1] * h / 2
+        weights = self.imnet(torch.cat([rel, inv_scale], dim=-1))
+        latent = self.gather(state["feat"], iy * w + ix)
+        b, q, k = latent.shape
+        out = torch.bmm(latent.reshape(b * q, 1, k), weights.reshape(b * q, k, 3)).view(b, q, 3)
+        return self.finish(state, coord, out)

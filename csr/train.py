@@ -1,0 +1,210 @@
+"""Training: ``python -m csr train --config csr/configs/NAME.yaml [--resume]``.
+
+A config is YAML with ``{name, args}`` model specs (see ``csr/configs``). Steps, not epochs: the
+batch of step ``k`` depends only on ``(seed, k)``, so a resumed run continues the exact curve of
+an uninterrupted one. Checkpoints (``<out>/last.pt``: model, optimiser, EMA, RNG, step) are written
+atomically; the best EMA weights by validation PSNR go to ``<out>/best.safetensors`` (decoder only
+when the config names an ``encoder_from``), which ``--ship`` copies into ``csr/weights/`` when
+it beats the shipped file. Under ``torchrun`` each process takes its share of every batch.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm.auto import tqdm
+
+from . import dist
+from .data.train import RandomScaleSR
+from .registry import atomic_write, make, read_checkpoint, save_checkpoint
+
+
+def load_config(path) -> dict:
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    for key in ("model", "data", "steps", "out"):
+        if key not in cfg:
+            raise ValueError(f"config {path} has no '{key}'")
+    return cfg
+
+
+def lr_at(step: int, cfg: dict) -> float:
+    """Linear warm-up, then cosine to ``min_lr`` (or constant steps down by ``gamma`` at ``milestones``)."""
+    opt = cfg.get("optimizer", {})
+    base, warm, total = opt.get("lr", 4e-4), opt.get("warmup", 0), cfg["steps"]
+    if step < warm:
+        return base * (step + 1) / warm
+    if opt.get("schedule", "cosine") == "step":
+        return base * opt.get("gamma", 0.5) ** sum(step >= m for m in opt.get("milestones", []))
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    lo = opt.get("min_lr", base * 0.01)
+    return lo + 0.5 * (base - lo) * (1 + math.cos(math.pi * t))
+
+
+def _batch(ds: RandomScaleSR, step: int, batch: int, rank: int, world: int, seed: int):
+    idx = np.random.default_rng([seed, 7919, step]).integers(0, len(ds), batch)
+    ds.set_epoch(step)
+    items = [ds[int(i)] for i in idx[rank::world]]
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def build(cfg: dict) -> torch.nn.Module:
+    model = make(cfg["model"])
+    init = cfg.get("init_from")
+    if init:
+        from .zoo import checkpoint_path
+        _, sd, _ = read_checkpoint(checkpoint_path(init, download=cfg.get("download")))
+        prefixes = tuple(cfg.get("init_prefixes", ["encoder."]))
+        missing = model.load_state_dict({k: v for k, v in sd.items() if k.startswith(prefixes)}, strict=False)
+        if missing.unexpected_keys:
+            raise ValueError(f"init_from {init}: unexpected keys {missing.unexpected_keys[:5]}")
+    for prefix in cfg.get("freeze", []):
+        for name, p in model.named_parameters():
+            if name.startswith(prefix):
+                p.requires_grad_(False)
+    return model
+
+
+def validate(model, cfg: dict) -> float:
+    from .evaluate import evaluate
+    v = cfg.get("val", {})
+    r = evaluate(model, v.get("dataset", "Set5"), [v.get("scale", 4)], metrics=("psnr",),
+                 root=cfg.get("data_root"), device="cpu" if not torch.cuda.is_available() else "auto",
+                 progress=False, limit=v.get("limit"))
+    return next(iter(r["results"].values()))["psnr"]
+
+
+def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: bool = False) -> dict:
+    rank, world, device = dist.init()
+    out = Path(cfg["out"])
+    seed = cfg.get("seed", 0)
+    torch.manual_seed(seed)
+    model = build(cfg).to(device)
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt_cfg = cfg.get("optimizer", {})
+    opt = torch.optim.AdamW(params, lr=opt_cfg.get("lr", 4e-4), weight_decay=opt_cfg.get("weight_decay", 0.0),
+                            betas=tuple(opt_cfg.get("betas", (0.9, 0.999))))
+    step, best, t_used = 0, -math.inf, 0.0
+    ckpt = out / "last.pt"
+    if resume and ckpt.is_file():
+        st = torch.load(ckpt, map_location=device, weights_only=True)
+        model.load_state_dict(st["model"]), ema.load_state_dict(st["ema"]), opt.load_state_dict(st["opt"])
+        step, best, t_used = st["step"], st["best"], st["time"]
+        torch.set_rng_state(st["rng"])
+    ddp = dist.wrap(model, device)
+    data = cfg["data"]
+    ds = RandomScaleSR(data["dirs"], root=cfg.get("data_root"), patch=data.get("patch", 48),
+                       scale_min=data.get("scale_min", 1.0), scale_max=data.get("scale_max", 4.0),
+                       sample_q=data.get("sample_q", 2304), seed=seed)
+    teacher, distill_w = None, 0.0
+    if cfg.get("distill"):  # a trained model's outputs at the same queries are free extra targets
+        from .zoo import create_model
+        teacher = create_model(cfg["distill"]["teacher"], device=device).requires_grad_(False)
+        distill_w = cfg["distill"].get("weight", 1.0)
+    amp = dist.choose_precision(cfg.get("precision", "auto"), device)
+    log = {"precision": str(amp or "fp32"), "device": str(device), "world": world,
+           "cpu_native_bf16": dist.cpu_has_native_bf16(), "threads": torch.get_num_threads()}
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        print("train:", json.dumps(log), flush=True)
+    ema_decay, clip = cfg.get("ema", 0.999), cfg.get("grad_clip", 0.0)
+    val_every, save_every = cfg.get("val", {}).get("every", 500), cfg.get("save_every", 100)
+    deadline = time.time() + 60 * minutes if minutes else math.inf
+    bar = tqdm(total=cfg["steps"], initial=step, disable=rank != 0, desc=out.name, unit="step")
+    t0 = time.time() - t_used
+    while step < cfg["steps"] and time.time() < deadline:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        b = {k: v.to(device) for k, v in _batch(ds, step, cfg.get("batch_size", 16), rank, world, seed).items()}
+        ctx = torch.autocast(device.type, dtype=amp) if amp else nullcontext()
+        with ctx:
+            pred = ddp(b["lr"], b["coord"], b["cell"])
+        loss = F.l1_loss(pred.float(), b["gt"])
+        if teacher is not None:
+            with torch.no_grad(), ctx:
+                target = teacher(b["lr"], b["coord"], b["cell"]).float()
+            loss = loss + distill_w * F.l1_loss(pred.float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        with torch.no_grad():
+            d = min(ema_decay, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step - 1, cfg):.2e}")
+        if rank != 0:
+            continue
+        row = {"step": step, "time_s": round(time.time() - t0, 1), "loss": round(loss.item(), 5),
+               "lr": lr_at(step - 1, cfg), "val_psnr": ""}
+        if step % val_every == 0 or step == cfg["steps"]:
+            row["val_psnr"] = round(validate(ema, cfg), 4)
+            if row["val_psnr"] > best:
+                best = row["val_psnr"]
+                export(ema, cfg, out / "best.safetensors", val_psnr=best, step=step, hours=row["time_s"] / 3600)
+        _log_row(out / "log.csv", row)
+        if step % save_every == 0 or step == cfg["steps"] or row["val_psnr"] != "":
+            state = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                     "step": step, "best": best, "time": time.time() - t0, "rng": torch.get_rng_state()}
+            atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
+    bar.close()
+    if rank == 0 and ship:
+        ship_weights(cfg, out / "best.safetensors")
+    dist.cleanup()
+    return {"step": step, "best_val_psnr": best, **log}
+
+
+def _log_row(path: Path, row: dict):
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def export(model, cfg: dict, path: Path, **extra):
+    ship = cfg.get("ship", {})
+    base = ship.get("encoder_from")
+    meta = {**extra, "config": cfg.get("name", Path(cfg["out"]).name)}
+    if base:
+        meta["encoder_from"] = base
+    save_checkpoint(model, cfg["model"], path, extra=meta, only=None)
+    if base:  # keep only what is ours: drop the encoder the checkpoint names
+        from safetensors.torch import save_file
+        spec, sd, ex = read_checkpoint(path)
+        sd = {k: v for k, v in sd.items() if not k.startswith("encoder.")}
+        atomic_write(path, lambda tmp: save_file(sd, tmp, metadata={"spec": json.dumps(spec), "extra": json.dumps(ex)}))
+
+
+def ship_weights(cfg: dict, best: Path) -> bool:
+    """Copy ``best`` into ``csr/weights/<name>.safetensors`` if its validation PSNR is higher."""
+    from .zoo import WEIGHTS_DIR
+    name = cfg.get("ship", {}).get("name")
+    if not name or not best.is_file():
+        return False
+    new = read_checkpoint(best)[2].get("val_psnr", -math.inf)
+    dest = WEIGHTS_DIR / f"{name}.safetensors"
+    old = read_checkpoint(dest)[2].get("val_psnr", -math.inf) if dest.is_file() else -math.inf
+    if new <= old:
+        print(f"ship: kept {dest.name} (val {old:.4f} dB >= new {new:.4f} dB)")
+        return False
+    shutil.copyfile(best, dest)
+    print(f"ship: {dest} updated, val {old:.4f} -> {new:.4f} dB")
+    return True

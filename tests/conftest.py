@@ -1,0 +1,20 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("CSR_DATA") or REPO.parent / "shared" / "datasets")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = _data_root()
+    if not (root / "Set5" / "HR").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI run without the datasets: {root} has no Set5/HR (set CSR_DATA)")
+        pytest.skip(f"datasets not found at {root} (set CSR_DATA)")
+    return root
