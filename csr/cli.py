@@ -84,7 +84,7 @@ def cmd_train(a):
         cfg["out"] = a.out
     if a.steps:
         cfg["steps"] = a.steps
-    res = train(cfg, resume=a.resume, minutes=a.minutes, ship=a.ship)
+    res = train(cfg, resume=a.resume, minutes=a.minutes, ship=a.ship, stop_at=a.stop_at)
     print(json.dumps(res))
 
 
@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True)
     t.add_argument("--resume", action="store_true")
     t.add_argument("--minutes", type=float, help="stop after this much wall time (resume later)")
-    t.add_argument("--steps", type=int, help="override the config's total steps")
+    t.add_argument("--steps", type=int, help="override the config's total steps (the schedule's length)")
+    t.add_argument("--stop-at", type=int, help="stop at this step; --resume continues the same schedule")
     t.add_argument("--out", help="override the run folder")
     t.add_argument("--data-root")
     t.add_argument("--ship", action="store_true", help="copy best weights into csr/weights if better")

@@ -84,7 +84,10 @@ def validate(model, cfg: dict) -> float:
     return next(iter(r["results"].values()))["psnr"]
 
 
-def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: bool = False) -> dict:
+def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: bool = False,
+          stop_at: int | None = None) -> dict:
+    """Run (or resume) a config; stop at ``cfg["steps"]``, after ``minutes`` of wall time, or at
+    step ``stop_at`` (the schedule still follows ``cfg["steps"]``, so a later resume continues it)."""
     rank, world, device = dist.init()
     out = Path(cfg["out"])
     seed = cfg.get("seed", 0)
@@ -125,7 +128,8 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
     deadline = time.time() + 60 * minutes if minutes else math.inf
     bar = tqdm(total=cfg["steps"], initial=step, disable=rank != 0, desc=out.name, unit="step")
     t0 = time.time() - t_used
-    while step < cfg["steps"] and time.time() < deadline:
+    last = min(cfg["steps"], stop_at or cfg["steps"])
+    while step < last and time.time() < deadline:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         b = {k: v.to(device) for k, v in _batch(ds, step, cfg.get("batch_size", 16), rank, world, seed).items()}

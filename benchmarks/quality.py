@@ -1,0 +1,102 @@
+"""Quality table: models x datasets x scales -> results/quality.csv and results/quality.md.
+
+    python benchmarks/quality.py --models bicubic --datasets Set5,Set14,B100,Urban100 --scales 2,3,4,6,8
+
+Rows are merged into the existing CSV (same model/dataset/scale/protocol replaced), so a long
+table can be filled in over several runs; the markdown is rebuilt from the whole CSV each time.
+Protocol: ``liif`` (see ``csr/data/benchmark.py``), Y channel, shave = scale, LPIPS (alex) on RGB.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+from csr.evaluate import evaluate
+from csr.published import published
+
+FIELDS = ["model", "dataset", "scale", "protocol", "psnr", "ssim", "lpips", "images", "seconds"]
+DATASET_ORDER = ["Set5", "Set14", "B100", "Urban100"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, rows: list[dict]):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["# Quality (PSNR dB / SSIM / LPIPS)", "",
+           "Protocol `liif`: MATLAB-bicubic LR for x2-x4 (the datasets' own LR files), PIL-bicubic LR "
+           "above x4; Y-channel PSNR and SSIM with shave = scale; LPIPS (AlexNet, v0.1) on RGB with the "
+           "same shave; float outputs clamped to [0, 1]. Written by `benchmarks/quality.py`; every "
+           "row can be rerun with the command at the bottom.", ""]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        scales = sorted({float(r["scale"]) for r in mine})
+        label = published(model, "Set5", 4)[0]
+        out += [f"## {model}", ""]
+        head = "| dataset | " + " | ".join(f"x{s:g}" for s in scales) + " |"
+        out += [head, "|---" * (len(scales) + 1) + "|"]
+        datasets = sorted({r["dataset"] for r in mine},
+                          key=lambda d: DATASET_ORDER.index(d) if d in DATASET_ORDER else 99)
+        for d in datasets:
+            cells, pub = [], []
+            for s in scales:
+                r = next((r for r in mine if r["dataset"] == d and float(r["scale"]) == s), None)
+                cells.append("–" if r is None else f"{float(r['psnr']):.2f} / {float(r['ssim']):.4f} / "
+                             f"{float(r['lpips']):.4f}" if r.get("lpips") else f"{float(r['psnr']):.2f}")
+                p = published(model, d, s)[1]
+                pub.append("–" if p is None else (f"{p:.2f}" if r is None else f"{p:.2f} ({float(r['psnr']) - p:+.2f})"))
+            out.append(f"| {d} | " + " | ".join(cells) + " |")
+            if label and any(c != "–" for c in pub):
+                out.append(f"| *{label}* | " + " | ".join(pub) + " |")
+        out.append("")
+    out += ["Command: `python benchmarks/quality.py --models MODEL --datasets Set5,Set14,B100,Urban100 "
+            "--scales 2,3,4,6,8,12`", ""]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="bicubic")
+    p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
+    p.add_argument("--scales", default="2,3,4,6,8")
+    p.add_argument("--protocol", default="liif")
+    p.add_argument("--metrics", default="psnr,ssim,lpips")
+    p.add_argument("--data-root")
+    p.add_argument("--out", default="results/quality")
+    a = p.parse_args(argv)
+    csv_path, md_path = Path(a.out + ".csv"), Path(a.out + ".md")
+    rows = read_rows(csv_path)
+    metrics = tuple(a.metrics.split(","))
+    for model in a.models.split(","):
+        for d in a.datasets.split(","):
+            for s in a.scales.split(","):
+                t0 = time.time()
+                r = evaluate(model, d, [s], protocol=a.protocol, root=a.data_root, metrics=metrics)
+                res = r["results"][s]
+                row = {"model": model, "dataset": d, "scale": s, "protocol": a.protocol,
+                       **{m: f"{res[m]:.4f}" for m in metrics}, "images": len(res["images"]),
+                       "seconds": f"{time.time() - t0:.1f}"}
+                rows = [x for x in rows if (x["model"], x["dataset"], x["scale"], x["protocol"])
+                        != (model, d, s, a.protocol)] + [row]
+                write_csv(csv_path, rows)
+                md_path.write_text(markdown(rows))
+                print(f"{model} {d} x{s}: " + "  ".join(f"{m} {res[m]:.4f}" for m in metrics), flush=True)
+
+
+if __name__ == "__main__":
+    main()
