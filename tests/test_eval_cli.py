@@ -1,0 +1,86 @@
+"""Benchmark protocols, evaluation schema and the command line."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from csr.cli import main
+from csr.data import BenchmarkSet, crop_border_for, resolve_dataset
+from csr.evaluate import evaluate
+
+
+def test_premade_lr_used_and_equal_to_our_resize(data_root):
+    a = BenchmarkSet("Set5", 4, protocol="liif", root=data_root)
+    assert a.lr_dir is not None and len(a) == 5
+    p = a[0]
+    assert p.hr.shape[0] == p.lr.shape[0] * 4 and p.hr.shape[1] == p.lr.shape[1] * 4
+    a.lr_dir = None  # force our MATLAB resize: bit-exact with the premade file
+    assert np.array_equal(a[0].lr, p.lr)
+
+
+def test_liif_protocol_above_x4_crops_like_the_papers(data_root):
+    s = BenchmarkSet("Set5", 6, protocol="liif", root=data_root)
+    assert s.lr_method == "pil"
+    p = s[0]
+    h, w = p.lr.shape[:2]
+    assert p.hr.shape[:2] == (round(h * 6), round(w * 6))
+    assert BenchmarkSet("Set5", 6, protocol="matlab", root=data_root).lr_method == "matlab"
+
+
+def test_non_integer_scale_and_shave():
+    assert crop_border_for(2) == 2 and crop_border_for(2.5) == 3 and crop_border_for(4.0) == 4
+
+
+def test_bad_dataset_and_scale(data_root, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        resolve_dataset("NoSuchSet", data_root)
+    for bad in (0, -2, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            BenchmarkSet("Set5", bad, root=data_root)
+    with pytest.raises(ValueError, match="protocol"):
+        BenchmarkSet("Set5", 2, protocol="nope", root=data_root)
+
+
+def test_user_folder_dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (25, 31, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
+    r = evaluate("bicubic", str(tmp_path), ["2", "3.5"], metrics=("psnr", "ssim"), progress=False)
+    assert set(r["results"]) == {"2", "3.5"}
+    assert [x["name"] for x in r["results"]["2"]["images"]] == ["im0", "im1"]
+
+
+def test_eval_json_schema_and_bicubic_rows(data_root, capsys):
+    assert main(["eval", "--model", "bicubic", "--dataset", "Set5", "--scales", "2,4",
+                 "--data-root", str(data_root), "--metrics", "psnr,ssim", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "bicubic" and out["dataset"] == "Set5" and out["protocol"] == "liif"
+    assert set(out["results"]) == {"2", "4"}
+    assert len(out["results"]["4"]["images"]) == 5
+    assert abs(out["results"]["2"]["psnr"] - 33.66) < 0.1   # published bicubic rows
+    assert abs(out["results"]["4"]["psnr"] - 28.42) < 0.1
+
+
+def test_cli_metrics_and_resize(tmp_path, capsys):
+    a = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    Image.fromarray(a).save(tmp_path / "a.png")
+    assert main(["resize", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--size", "15x20"]) == 0
+    assert Image.open(tmp_path / "b.png").size == (15, 20)
+    capsys.readouterr()
+    assert main(["metrics", str(tmp_path / "a.png"), str(tmp_path / "a.png"), "--metrics", "psnr,ssim",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"psnr": float("inf"), "ssim": 1.0}
+    assert main(["metrics", str(tmp_path / "a.png"), str(tmp_path / "b.png")]) == 2
+    assert "differ in size" in capsys.readouterr().err
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    proc = subprocess.run([sys.executable, "-m", "csr", "resize", str(tmp_path / "bad.png"),
+                           str(tmp_path / "o.png"), "--scale", "2"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "not an image" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "csr", "eval", "--scales", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
