@@ -35,7 +35,7 @@ def upscale_tensor(model, lr: torch.Tensor, out_hw: tuple[int, int], chunk: int 
     H, W = out_hw
     state = model.encode(lr)
     out = torch.empty(1, 3, H, W, device=lr.device, dtype=lr.dtype)
-    ys, xs = _axis(H, lr.device), _axis(W, lr.device)
+    ys, xs = _axis(H, lr.device, lr.dtype), _axis(W, lr.device, lr.dtype)
     rows = max(1, chunk // W)
     cell_unit = lr.new_tensor([2 / H, 2 / W])
     for r0 in tqdm(range(0, H, rows), total=math.ceil(H / rows), disable=not progress,

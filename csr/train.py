@@ -126,6 +126,17 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
     ema_decay, clip = cfg.get("ema", 0.999), cfg.get("grad_clip", 0.0)
     val_every, save_every = cfg.get("val", {}).get("every", 500), cfg.get("save_every", 100)
     deadline = time.time() + 60 * minutes if minutes else math.inf
+    saved = step
+
+    def save(at: int):
+        nonlocal saved
+        state = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                 "step": at, "best": best, "time": time.time() - t0, "rng": torch.get_rng_state()}
+        atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
+        saved = at
+
+    if cfg.get("batch_size", 16) % world:
+        raise ValueError(f"batch_size {cfg.get('batch_size', 16)} is not divisible by {world} processes")
     bar = tqdm(total=cfg["steps"], initial=step, disable=rank != 0, desc=out.name, unit="step")
     t0 = time.time() - t_used
     last = min(cfg["steps"], stop_at or cfg["steps"])
@@ -164,10 +175,10 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
                 export(ema, cfg, out / "best.safetensors", val_psnr=best, step=step, hours=row["time_s"] / 3600)
         _log_row(out / "log.csv", row)
         if step % save_every == 0 or step == cfg["steps"] or row["val_psnr"] != "":
-            state = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                     "step": step, "best": best, "time": time.time() - t0, "rng": torch.get_rng_state()}
-            atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
+            save(step)
     bar.close()
+    if rank == 0 and saved != step:  # stopped by stop_at or the time budget: keep the progress
+        save(step)
     if rank == 0 and ship:
         ship_weights(cfg, out / "best.safetensors")
     dist.cleanup()

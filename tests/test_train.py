@@ -1,0 +1,273 @@
+"""Tests for training: the LR schedule, the random-scale dataset, resume, freezing, precision, DDP."""
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+yaml = pytest.importorskip("yaml")
+
+from csr import dist  # noqa: E402
+from csr.data.train import RandomScaleSR  # noqa: E402
+from csr.train import build, load_config, lr_at, train  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is much faster than two fighting over a busy CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_cfg(tmp_path, data_root, name="run", steps=6, **over):
+    cfg = {
+        "name": name,
+        "model": {"name": "liif", "args": {
+            "encoder_spec": {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8}},
+            "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16]}}}},
+        "data": {"dirs": ["train/T91"], "patch": 16, "scale_min": 1.0, "scale_max": 4.0, "sample_q": 32},
+        "batch_size": 2,
+        "steps": steps,
+        "optimizer": {"lr": 1e-3, "warmup": 2, "schedule": "cosine", "min_lr": 1e-5},
+        "ema": 0.9,
+        "grad_clip": 1.0,
+        "precision": "fp32",
+        "val": {"dataset": "Set5", "scale": 4, "limit": 1, "every": 1000},
+        "seed": 0,
+        "data_root": str(data_root),
+        "out": str(tmp_path / name),
+    }
+    cfg.update(over)
+    return cfg
+
+
+def write_cfg(cfg, path):
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return path
+
+
+def log_rows(out):
+    with open(os.path.join(out, "log.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def last_state(out):
+    return torch.load(os.path.join(out, "last.pt"), map_location="cpu", weights_only=True)
+
+
+# ------------------------------------------------------------------ schedule
+
+def test_lr_warmup_and_cosine():
+    cfg = {"steps": 110, "optimizer": {"lr": 1e-3, "warmup": 10, "min_lr": 1e-5}}
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(4, cfg) == pytest.approx(5e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(10, cfg) == pytest.approx(1e-3)          # cosine starts at the base rate
+    assert lr_at(60, cfg) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert lr_at(110, cfg) == pytest.approx(1e-5)         # ... and ends at min_lr
+    assert lr_at(500, cfg) == pytest.approx(1e-5)         # never below it
+    lrs = [lr_at(s, cfg) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    warm = [lr_at(s, cfg) for s in range(10)]
+    assert all(a < b for a, b in zip(warm, warm[1:]))
+
+
+def test_lr_defaults():
+    cfg = {"steps": 100}
+    assert lr_at(0, cfg) == pytest.approx(4e-4)           # no warm-up by default
+    assert lr_at(100, cfg) == pytest.approx(4e-6)         # min_lr = 1% of the base
+
+
+def test_lr_step_schedule():
+    cfg = {"steps": 100, "optimizer": {"lr": 1e-3, "schedule": "step", "milestones": [20, 50], "gamma": 0.1}}
+    assert lr_at(0, cfg) == pytest.approx(1e-3)
+    assert lr_at(19, cfg) == pytest.approx(1e-3)
+    assert lr_at(20, cfg) == pytest.approx(1e-4)
+    assert lr_at(49, cfg) == pytest.approx(1e-4)
+    assert lr_at(50, cfg) == pytest.approx(1e-5)
+    assert lr_at(99, cfg) == pytest.approx(1e-5)
+    cfg["optimizer"]["warmup"] = 5
+    assert lr_at(0, cfg) == pytest.approx(2e-4)
+    assert lr_at(5, cfg) == pytest.approx(1e-3)
+
+
+# ------------------------------------------------------------------ dataset
+
+@pytest.fixture(scope="module")
+def t91(data_root):
+    return {seed: RandomScaleSR(["train/T91"], root=data_root, patch=16, sample_q=32, seed=seed)
+            for seed in (0, 1)}
+
+
+def _equal_items(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dataset_deterministic(t91):
+    ds = t91[0]
+    ds.set_epoch(3)
+    a, a2 = ds[5], ds[5]
+    assert _equal_items(a, a2)
+    ds.set_epoch(4)
+    assert not _equal_items(a, ds[5])
+    ds.set_epoch(3)
+    assert _equal_items(a, ds[5])
+    assert not _equal_items(a, ds[6])
+    other = t91[1]
+    other.set_epoch(3)
+    assert not _equal_items(a, other[5])
+
+
+def test_dataset_shapes_and_ranges(t91):
+    ds = t91[0]
+    assert len(ds) > 0
+    for i in range(4):
+        ds.set_epoch(i)
+        it = ds[i]
+        assert it["lr"].shape == (3, 16, 16)
+        assert it["coord"].shape == (32, 2) and it["cell"].shape == (32, 2) and it["gt"].shape == (32, 3)
+        assert it["coord"].abs().max() <= 1
+        assert 0 <= it["lr"].min() and it["lr"].max() <= 1
+        assert 0 <= it["gt"].min() and it["gt"].max() <= 1
+        # one square crop: the same cell for every query, at most x4 (2 / (16 * 4) per axis)
+        assert torch.all(it["cell"] == it["cell"][0])
+        assert it["cell"][0, 0] == it["cell"][0, 1]
+        assert 2 / (16 * 4) - 1e-6 <= it["cell"][0, 0] <= 2 / 16 + 1e-6
+        # distinct samples, on the HR pixel-centre grid of that cell
+        assert len({tuple(c.tolist()) for c in it["coord"]}) == 32
+        n = round(2 / it["cell"][0, 0].item())
+        idx = ((it["coord"] + 1) * n - 1) / 2
+        assert torch.allclose(idx, idx.round(), atol=1e-4)
+
+
+def test_dataset_scale_one_gt_matches_lr(data_root):
+    """At scale 1 the LR patch is the HR crop, so each sampled gt is the LR pixel at its coord."""
+    ds = RandomScaleSR(["train/T91"], root=data_root, patch=16, scale_min=1.0, scale_max=1.0,
+                       sample_q=None, seed=0)
+    it = ds[0]
+    assert it["coord"].shape == (256, 2) and it["gt"].shape == (256, 3)
+    assert torch.allclose(it["gt"].view(16, 16, 3).permute(2, 0, 1), it["lr"], atol=1 / 255 + 1e-6)
+
+
+# ------------------------------------------------------------------ the trainer
+
+def test_load_config_requires_keys(tmp_path, data_root):
+    cfg = tiny_cfg(tmp_path, data_root)
+    assert load_config(write_cfg(cfg, tmp_path / "ok.yaml"))["steps"] == 6
+    del cfg["out"]
+    with pytest.raises(ValueError, match="out"):
+        load_config(write_cfg(cfg, tmp_path / "bad.yaml"))
+
+
+def test_resume_is_exact(tmp_path, data_root):
+    """6 steps straight == 3 steps (stop_at, same cosine schedule) + resume to 6."""
+    cfg_a = tiny_cfg(tmp_path, data_root, name="a", save_every=3)
+    ra = train(cfg_a)
+    cfg_b = tiny_cfg(tmp_path, data_root, name="b", save_every=3)
+    rb = train(cfg_b, stop_at=3)
+    assert rb["step"] == 3
+    assert last_state(cfg_b["out"])["step"] == 3
+    rb = train(cfg_b, resume=True)
+    assert ra["step"] == rb["step"] == 6
+    sa, sb = last_state(cfg_a["out"]), last_state(cfg_b["out"])
+    assert sa["step"] == sb["step"] == 6
+    for part in ("model", "ema"):
+        for k, v in sa[part].items():
+            assert torch.equal(v, sb[part][k]), (part, k, (v - sb[part][k]).abs().max())
+    rows_a, rows_b = log_rows(cfg_a["out"]), log_rows(cfg_b["out"])
+    assert [r["step"] for r in rows_b] == [str(s) for s in range(1, 7)]
+    assert [(r["loss"], r["lr"], r["val_psnr"]) for r in rows_a] == [(r["loss"], r["lr"], r["val_psnr"]) for r in rows_b]
+    assert rows_a[-1]["val_psnr"] != ""   # validated at the last step
+    assert ra["best_val_psnr"] == rb["best_val_psnr"]
+    assert (tmp_path / "a" / "best.safetensors").is_file()
+
+
+def test_stop_at_saves_a_checkpoint(tmp_path, data_root):
+    cfg = tiny_cfg(tmp_path, data_root, name="s", save_every=100)
+    assert train(cfg, stop_at=3)["step"] == 3
+    assert (tmp_path / "s" / "last.pt").is_file() and last_state(cfg["out"])["step"] == 3
+    train(cfg, resume=True)
+    assert [r["step"] for r in log_rows(cfg["out"])] == [str(s) for s in range(1, 7)]
+
+
+def test_freeze_encoder(tmp_path, data_root):
+    cfg = tiny_cfg(tmp_path, data_root, name="f", steps=3, freeze=["encoder."], val={"every": 1000, "limit": 1})
+    torch.manual_seed(cfg["seed"])
+    init = {k: v.clone() for k, v in build(cfg).state_dict().items()}
+    assert all(not p.requires_grad for n, p in build(cfg).named_parameters() if n.startswith("encoder."))
+    train(cfg)
+    after = last_state(cfg["out"])["model"]
+    assert set(after) == set(init)
+    enc = [k for k in init if k.startswith("encoder.")]
+    dec = [k for k in init if k.startswith("imnet.")]
+    assert enc and dec
+    for k in enc:
+        assert torch.equal(init[k], after[k]), k
+    assert any(not torch.equal(init[k], after[k]) for k in dec)
+
+
+# ------------------------------------------------------------------ precision
+
+def test_choose_precision_cpu(monkeypatch):
+    cpu = torch.device("cpu")
+    assert dist.choose_precision("fp32", cpu) is None
+    monkeypatch.setattr(dist, "cpu_has_native_bf16", lambda: False)
+    assert dist.choose_precision("auto", cpu) is None
+    with pytest.raises(ValueError, match="bf16"):
+        dist.choose_precision("bf16", cpu)
+    monkeypatch.setattr(dist, "cpu_has_native_bf16", lambda: True)
+    assert dist.choose_precision("auto", cpu) is torch.bfloat16
+    assert dist.choose_precision("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError):
+        dist.choose_precision("fp16", cpu)
+
+
+def test_cpu_has_native_bf16_reads_cpuinfo():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        assert dist.cpu_has_native_bf16() is False
+        return
+    want = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert dist.cpu_has_native_bf16() is want
+    if not want:
+        assert dist.choose_precision("auto", torch.device("cpu")) is None
+
+
+def test_dist_alone_is_a_no_op(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    n = torch.get_num_threads()
+    rank, world, device = dist.init()
+    assert (rank, world) == (0, 1)
+    assert torch.get_num_threads() == n
+    m = torch.nn.Linear(2, 2)
+    assert dist.wrap(m, device) is m
+
+
+# ------------------------------------------------------------------ DDP
+
+@pytest.mark.slow
+def test_ddp_smoke(tmp_path, data_root):
+    cfg = tiny_cfg(tmp_path, data_root, name="ddp", steps=4, save_every=2)
+    path = write_cfg(cfg, tmp_path / "tiny.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "csr", "train", "--config", str(path)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = log_rows(cfg["out"])
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    assert all(math.isfinite(float(r["loss"])) for r in rows)
+    assert rows[-1]["val_psnr"] != ""
+    assert '"world": 2' in proc.stdout
+    st = last_state(cfg["out"])
+    assert st["step"] == 4
