@@ -1,4 +1,4 @@
-"""Command line: ``python -m csr {download,eval,metrics,resize,train} ...`` (also ``csr ...``)."""
+"""Command line: ``python -m csr {download,eval,metrics,resize,upscale,train} ...`` (also ``csr ...``)."""
 from __future__ import annotations
 
 import argparse
@@ -75,6 +75,49 @@ def cmd_resize(a):
     print(f"{a.input} {img.width}x{img.height} -> {a.output} {rgb.shape[1]}x{rgb.shape[0]} ({a.protocol})")
 
 
+def _images_in(folder):
+    from pathlib import Path
+    from .io import _EXTENSIONS
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in _EXTENSIONS)
+
+
+def cmd_upscale(a):
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from . import io
+    from .api import output_size, upscale_image
+    src, dst = Path(a.input), Path(a.output)
+    if not src.exists():
+        raise FileNotFoundError(f"no such file or folder: {src}")
+    if src.is_dir():
+        jobs = [(p, dst / (p.stem + (a.ext or p.suffix))) for p in _images_in(src)]
+        if not jobs:
+            raise ValueError(f"{src}: no images found (extensions: png, jpg, jpeg, webp, bmp, tif, tiff)")
+        dst.mkdir(parents=True, exist_ok=True)
+    else:
+        jobs = [(src, dst / (src.stem + (a.ext or src.suffix)) if dst.is_dir() else dst)]
+    if a.scale is not None and not (a.scale > 0 and a.scale < float("inf")):
+        raise ValueError(f"scale must be a positive finite number, got {a.scale}")
+    failed = 0
+    for p, q in jobs:
+        try:
+            img = io.load(p)
+            out_hw = output_size(img.height, img.width, scale=a.scale, size=a.size)
+            res = upscale_image(img, out_hw, a.model, tile=a.tile or "auto", device=a.device,
+                                dtype=a.dtype, progress=True)
+            io.save(q, res.rgb, like=res, alpha=res.alpha)  # atomic: temporary file, then rename
+            tqdm.write(f"{p} -> {q} ({img.width}x{img.height} -> {out_hw[1]}x{out_hw[0]})")
+        except (ValueError, FileNotFoundError) as e:
+            if len(jobs) == 1:
+                raise
+            failed += 1
+            tqdm.write(f"csr upscale: skipped {p}: {e}", file=sys.stderr)
+    if failed:
+        raise ValueError(f"{failed} of {len(jobs)} images failed (see above)")
+
+
 def cmd_train(a):
     from .train import load_config, train
     cfg = load_config(a.config)
@@ -128,6 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=_size, help="WIDTHxHEIGHT")
     r.add_argument("--protocol", default="matlab", choices=["matlab", "pil"])
     r.set_defaults(fn=cmd_resize)
+
+    u = sub.add_parser("upscale", help="super-resolve an image or a folder of images")
+    u.add_argument("-i", "--input", required=True, help="an image file or a folder of images")
+    u.add_argument("-o", "--output", required=True, help="output file, or folder (for a folder input)")
+    g = u.add_mutually_exclusive_group(required=True)
+    g.add_argument("--scale", type=float, help="factor, e.g. 3.7 (output side = floor(side*scale + 0.5))")
+    g.add_argument("--size", type=_size, help="exact output WIDTHxHEIGHT, e.g. 1920x1080")
+    u.add_argument("--model", default="liif-edsr-baseline", help="a name from `csr.list_models()` or bicubic")
+    u.add_argument("--tile", type=int, help="LR tile side (bounds memory; same result); default: auto")
+    u.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    u.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="bf16 only on CPUs with native bf16")
+    u.add_argument("--ext", help="output extension for folder inputs, e.g. .png (default: keep)")
+    u.set_defaults(fn=cmd_upscale)
 
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("--config", required=True)

@@ -64,6 +64,7 @@ class ImplicitSR(nn.Module):
         feat = self.encoder(x)
         state = self.prepare(feat)
         state["hw"] = tuple(feat.shape[-2:])
+        state["dtype"] = torch.float64 if feat.dtype == torch.float64 else torch.float32
         if self.add_bilinear:
             state["inp"] = x
         return state
@@ -79,10 +80,15 @@ class ImplicitSR(nn.Module):
         return i.long(), (2 * i + 1) / n - 1
 
     def query(self, state: dict, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        """RGB in [0, 1] (unclamped) at ``coord`` (B, Q, 2) with ``cell`` (B, Q, 2)."""
+        """RGB in [0, 1] (unclamped) at ``coord`` (B, Q, 2) with ``cell`` (B, Q, 2).
+
+        Coordinates may be float64 (the engine's): latent look-up and offsets are then computed
+        in float64 and only the offsets, in LR pixels, are rounded to the model's precision.
+        """
         h, w = state["hw"]
+        work = state.get("dtype", torch.float32)
         size = coord.new_tensor([h, w])
-        rel_cell = cell * size
+        rel_cell = (cell * size).to(work)
         if self.cell_clip:
             rel_cell = rel_cell.clamp(min=2 / self.cell_clip)
         if self.local_ensemble:
@@ -96,8 +102,8 @@ class ImplicitSR(nn.Module):
             iy, qy = self._nearest(c[..., 0], h)
             ix, qx = self._nearest(c[..., 1], w)
             rel = (coord - torch.stack([qy, qx], dim=-1)) * size
-            preds.append(self.decode(state, iy * w + ix, rel, rel_cell))
-            areas.append((rel[..., 0] * rel[..., 1]).abs() + 1e-9)
+            preds.append(self.decode(state, iy * w + ix, rel.to(work), rel_cell))
+            areas.append(((rel[..., 0] * rel[..., 1]).abs() + 1e-9).to(work))
         if len(preds) == 1:
             out = preds[0]
         else:
@@ -109,7 +115,8 @@ class ImplicitSR(nn.Module):
     def finish(self, state: dict, coord: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Add the bilinear skip (if any) and undo the input normalisation."""
         if self.add_bilinear:
-            out = out + F.grid_sample(state["inp"], coord.flip(-1).unsqueeze(1), mode="bilinear",
+            grid = coord.flip(-1).unsqueeze(1).to(state["inp"].dtype)
+            out = out + F.grid_sample(state["inp"], grid, mode="bilinear",
                                       padding_mode="border", align_corners=False)[:, :, 0].transpose(1, 2)
         return out * self.input_std + self.input_mean
 

@@ -34,7 +34,7 @@ class MetaSR(ImplicitSR):
         ix, qx = self._nearest(c[..., 1], w)
         rel = (corner - torch.stack([qy, qx], dim=-1)) * size / 2
         inv_scale = cell[..., :1] * h / 2
-        weights = self.imnet(torch.cat([rel, inv_scale], dim=-1))
+        weights = self.imnet(torch.cat([rel, inv_scale], dim=-1).to(state.get("dtype", torch.float32)))
         latent = self.gather(state["feat"], iy * w + ix)
         b, q, k = latent.shape
         out = torch.bmm(latent.reshape(b * q, 1, k), weights.reshape(b * q, k, 3)).view(b, q, 3)

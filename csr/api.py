@@ -1,0 +1,173 @@
+"""``csr.upscale``: one call from any image to any size.
+
+Output size rule (the same everywhere: API, CLI, demo): for a scale ``s`` along an axis of ``n``
+pixels the output has ``floor(n * s + 0.5)`` pixels (rounded half up, at least 1); ``size`` gives
+the output exactly, as ``(width, height)`` like PIL.
+"""
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from . import io
+from .engine import pick_device, upscale_tensor
+from .resize import imresize
+
+DEFAULT_MODEL = "liif-edsr-baseline"   # best measured quality today (results/quality.md)
+MAX_OUTPUT_PIXELS = 100_000_000   # override with $CSR_MAX_OUTPUT_PIXELS or max_pixels=
+
+
+def _max_pixels(max_pixels: int | None) -> int:
+    if max_pixels is not None:
+        return int(max_pixels)
+    env = os.environ.get("CSR_MAX_OUTPUT_PIXELS")
+    try:
+        return int(env) if env else MAX_OUTPUT_PIXELS
+    except ValueError:
+        raise ValueError(f"CSR_MAX_OUTPUT_PIXELS must be an integer, got {env!r}") from None
+
+
+def _check_scale(s) -> float:
+    try:
+        v = float(s)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale must be a number, got {s!r}") from None
+    if math.isnan(v) or math.isinf(v):
+        raise ValueError(f"scale must be a finite number, got {v}")
+    if v <= 0:
+        raise ValueError(f"scale must be positive, got {v:g}")
+    return v
+
+
+def output_size(height: int, width: int, scale=None, size=None, max_pixels: int | None = None) -> tuple[int, int]:
+    """``(H, W)`` of the result for an input of ``height`` x ``width`` (see the module docstring)."""
+    if (scale is None) == (size is None):
+        raise ValueError("give exactly one of scale (a float or (sy, sx)) and size (width, height)")
+    if size is not None:
+        try:
+            W, H = (int(v) for v in size)
+        except (TypeError, ValueError):
+            raise ValueError(f"size must be (width, height) integers, got {size!r}") from None
+        if W < 1 or H < 1:
+            raise ValueError(f"size must be positive, got {W} x {H}")
+    else:
+        sy, sx = (scale, scale) if np.ndim(scale) == 0 else tuple(scale)
+        sy, sx = _check_scale(sy), _check_scale(sx)
+        if height * sy > 1e9 or width * sx > 1e9:
+            raise ValueError(f"scale {scale} is far too large for a {width} x {height} image")
+        H, W = max(1, math.floor(height * sy + 0.5)), max(1, math.floor(width * sx + 0.5))
+    limit = _max_pixels(max_pixels)
+    if H * W > limit:
+        raise ValueError(f"output too large: {W} x {H} = {H * W:,} pixels, limit {limit:,} "
+                         f"(max_pixels= or $CSR_MAX_OUTPUT_PIXELS)")
+    return H, W
+
+
+@lru_cache(maxsize=4)
+def _cached_model(name: str, device: str):
+    from .zoo import create_model
+    return create_model(name, device=device)
+
+
+def get_model(model, device: torch.device):
+    """A module for ``model``: a zoo name or checkpoint path (cached), or a module as given."""
+    if isinstance(model, torch.nn.Module):
+        return model.to(device).eval()
+    return _cached_model(str(model), str(device))
+
+
+def _upscale_float(rgb: np.ndarray, out_hw, model, device, tile, dtype, progress) -> np.ndarray:
+    """float32 H x W x 3 in [0, 1] -> float32 H' x W' x 3 in [0, 1]."""
+    h, w = rgb.shape[:2]
+    if model == "bicubic" or out_hw[0] < h or out_hw[1] < w:
+        if model != "bicubic" and (out_hw[0] > h or out_hw[1] > w):
+            raise ValueError(f"cannot shrink one axis and enlarge the other with a learned model "
+                             f"({w} x {h} -> {out_hw[1]} x {out_hw[0]}); use model='bicubic'")
+        return np.clip(imresize(rgb, shape=tuple(out_hw)), 0, 1)  # downscaling: antialiased bicubic
+    if tuple(out_hw) == (h, w):
+        return rgb.copy()
+    net = get_model(model, device)
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(device)
+    res = np.empty((*out_hw, 3), np.float32)
+    out = torch.from_numpy(res).permute(2, 0, 1)[None] if device.type == "cpu" else None
+    y = upscale_tensor(net, x, out_hw, tile=tile, out=out, dtype=dtype, progress=progress)
+    if out is None:
+        res[:] = y[0].permute(1, 2, 0).cpu().numpy()
+    return np.clip(res, 0, 1, out=res)
+
+
+def upscale(image, scale=None, size=None, model: str | torch.nn.Module = DEFAULT_MODEL, tile="auto",
+            device="auto", dtype=None, max_pixels: int | None = None, progress: bool = False):
+    """Super-resolve ``image`` by ``scale`` or to ``size``; returns the same kind of object.
+
+    image: a PIL image (any mode), a numpy array (H x W gray, H x W x 3 RGB or x 4 RGBA; uint8,
+        uint16 or float in [0, 1]) or a torch tensor ((C, H, W) or (1, C, H, W), float in [0, 1]).
+    scale: a float, or ``(sy, sx)`` for different vertical and horizontal factors.
+    size: ``(width, height)`` of the result (width first, as PIL).
+    model: a name from ``csr.list_models()``, ``"bicubic"``, a checkpoint path or a module.
+    tile: LR tile side in pixels, ``"auto"`` (tiles only for large inputs) or None; tiling bounds
+        memory and does not change the result (beyond float rounding).
+    device: ``"auto"`` (CUDA if present), ``"cpu"`` or ``"cuda"``. dtype: None/"fp32", or "bf16"
+        (refused on CPUs without native bf16, where it is many times slower).
+    max_pixels: refuse outputs with more pixels (default 100 million, or $CSR_MAX_OUTPUT_PIXELS).
+
+    Alpha is upscaled separately with bicubic; grayscale stays grayscale and 16-bit stays 16-bit.
+    A scale below 1 downscales with antialiased (MATLAB) bicubic. Invalid requests raise ValueError.
+    """
+    device = pick_device(device)
+    if isinstance(image, torch.Tensor):
+        return _upscale_tensor_input(image, scale, size, model, tile, device, dtype, max_pixels, progress)
+    is_pil = not isinstance(image, np.ndarray)
+    if not is_pil and image.dtype.kind == "f":
+        return _upscale_float_array(image, scale, size, model, tile, device, dtype, max_pixels, progress)
+    img = io.load(image)  # validates and normalises every PIL mode / integer array
+    out_hw = output_size(img.height, img.width, scale, size, max_pixels)
+    res = upscale_image(img, out_hw, model, tile, device, dtype, progress)
+    if is_pil:
+        return io.to_pil(res)
+    color = res.rgb[..., 0] if res.grayscale else res.rgb
+    return color if res.alpha is None else np.dstack([color, res.alpha])
+
+
+def upscale_image(img: io.Image, out_hw, model=DEFAULT_MODEL, tile="auto", device="auto", dtype=None,
+                  progress: bool = False) -> io.Image:
+    """An :class:`csr.io.Image` (as ``io.load`` returns) at ``out_hw`` = (H, W), in kind."""
+    device = pick_device(device)
+    rgb = _upscale_float(img.float_rgb(), out_hw, model, device, tile, dtype, progress)
+    alpha = img.float_alpha()
+    if alpha is not None:
+        alpha = np.clip(imresize(alpha, shape=tuple(out_hw)), 0, 1)
+    return io.from_float(rgb, img, alpha)
+
+
+def _upscale_float_array(a, scale, size, model, tile, device, dtype, max_pixels, progress):
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"expected H x W, H x W x 1, 3 or 4 samples, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError("the image contains NaN or infinite values")
+    gray, squeeze = a.ndim == 2 or a.shape[2] == 1, a.ndim == 2
+    a = a.astype(np.float32).reshape(*a.shape[:2], -1)
+    out_hw = output_size(a.shape[0], a.shape[1], scale, size, max_pixels)
+    rgb = np.repeat(a, 3, axis=2) if gray else a[..., :3]
+    out = _upscale_float(np.clip(rgb, 0, 1), out_hw, model, device, tile, dtype, progress)
+    if gray:
+        out = out.mean(axis=2, keepdims=not squeeze)
+    if not gray and a.shape[2] == 4:
+        out = np.dstack([out, np.clip(imresize(a[..., 3], shape=out_hw), 0, 1)])
+    return out
+
+
+def _upscale_tensor_input(t, scale, size, model, tile, device, dtype, max_pixels, progress):
+    if not t.is_floating_point():
+        raise ValueError(f"tensor images must be float in [0, 1], got {t.dtype}")
+    batched = t.dim() == 4
+    if not batched and t.dim() != 3 or batched and t.shape[0] != 1:
+        raise ValueError(f"expected a (C, H, W) or (1, C, H, W) tensor, got {tuple(t.shape)}")
+    a = (t[0] if batched else t).detach().permute(1, 2, 0).cpu().float().numpy()
+    out = _upscale_float_array(a, scale, size, model, tile, device, dtype, max_pixels, progress)
+    r = torch.from_numpy(np.ascontiguousarray(out.reshape(*out.shape[:2], -1))).permute(2, 0, 1).to(t.device, t.dtype)
+    return r[None] if batched else r
