@@ -117,6 +117,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         from .zoo import create_model
         teacher = create_model(cfg["distill"]["teacher"], device=device).requires_grad_(False)
         distill_w = cfg["distill"].get("weight", 1.0)
+    shared = _shares_frozen_encoder(model, teacher)
     amp = dist.choose_precision(cfg.get("precision", "auto"), device)
     log = {"precision": str(amp or "fp32"), "device": str(device), "world": world,
            "cpu_native_bf16": dist.cpu_has_native_bf16(), "threads": torch.get_num_threads()}
@@ -145,12 +146,16 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
             g["lr"] = lr_at(step, cfg)
         b = {k: v.to(device) for k, v in _batch(ds, step, cfg.get("batch_size", 16), rank, world, seed).items()}
         ctx = torch.autocast(device.type, dtype=amp) if amp else nullcontext()
+        feat = None
+        if shared:  # the student's frozen encoder is the teacher's: run it once for both
+            with torch.no_grad(), ctx:
+                feat = teacher.encoder((b["lr"] - teacher.input_mean) / teacher.input_std)
         with ctx:
-            pred = ddp(b["lr"], b["coord"], b["cell"])
+            pred = ddp(b["lr"], b["coord"], b["cell"], feat=feat)
         loss = F.l1_loss(pred.float(), b["gt"])
         if teacher is not None:
             with torch.no_grad(), ctx:
-                target = teacher(b["lr"], b["coord"], b["cell"]).float()
+                target = teacher(b["lr"], b["coord"], b["cell"], feat=feat).float()
             loss = loss + distill_w * F.l1_loss(pred.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -183,6 +188,19 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         ship_weights(cfg, out / "best.safetensors")
     dist.cleanup()
     return {"step": step, "best_val_psnr": best, **log}
+
+
+def _shares_frozen_encoder(model, teacher) -> bool:
+    """True when the student's encoder is frozen and identical to the teacher's (same weights,
+    same input normalisation), so its features can be computed once for both."""
+    if teacher is None or not hasattr(teacher, "encoder") or not hasattr(model, "encoder"):
+        return False
+    if any(p.requires_grad for p in model.encoder.parameters()):
+        return False
+    if (model.input_mean, model.input_std) != (teacher.input_mean, teacher.input_std):
+        return False
+    a, b = model.encoder.state_dict(), teacher.encoder.state_dict()
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k].to(a[k].device)) for k in a)
 
 
 def _log_row(path: Path, row: dict):

@@ -22,6 +22,7 @@ ZOO: dict[str, tuple[str, str]] = {
     "liif-edsr-baseline": ("download", "LIIF on EDSR-baseline, the LIIF authors' DIV2K checkpoint"),
     "lte-edsr-baseline": ("shipped", "LTE decoder trained here on the LIIF authors' EDSR-baseline encoder"),
     "metasr-edsr-baseline": ("shipped", "MetaSR decoder trained here on the same encoder"),
+    "lmf-edsr-baseline": ("shipped", "fast decoder (latent-modulated, tiny per-query MLP) on the same encoder"),
     "liif-edsr-baseline-scratch": ("shipped", "LIIF + EDSR-baseline trained from scratch here (T91+BSD200)"),
 }
 

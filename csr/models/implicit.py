@@ -59,10 +59,13 @@ class ImplicitSR(nn.Module):
         """LR pixels of context a latent depends on, plus the decoder's own 3x3 reach."""
         return getattr(self.encoder, "receptive_radius", 32) + 1
 
-    def encode(self, lr: torch.Tensor) -> dict:
+    def encode(self, lr: torch.Tensor, feat: torch.Tensor | None = None) -> dict:
+        """Per-LR-pixel state for :meth:`query`; ``feat``: the encoder's output if already known
+        (a frozen encoder shared with a teacher is then run once per batch, not twice)."""
         x = (lr - self.input_mean) / self.input_std
-        feat = self.encoder(x)
-        state = self.prepare(feat)
+        feat = self.encoder(x) if feat is None else feat
+        # contiguous once here, so that every query's row look-up is a cheap index_select
+        state = {k: v.contiguous() for k, v in self.prepare(feat).items()}
         state["hw"] = tuple(feat.shape[-2:])
         state["dtype"] = torch.float64 if feat.dtype == torch.float64 else torch.float32
         if self.add_bilinear:
@@ -71,7 +74,9 @@ class ImplicitSR(nn.Module):
 
     def gather(self, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Rows ``idx`` (B, Q) of a per-pixel tensor ``t`` (B, H*W, C) -> (B, Q, C)."""
-        return torch.gather(t, 1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+        b, n, c = t.shape
+        flat = idx + torch.arange(b, device=idx.device).unsqueeze(1) * n if b > 1 else idx
+        return t.reshape(b * n, c).index_select(0, flat.reshape(-1)).view(b, -1, c)
 
     def _nearest(self, c: torch.Tensor, n: int):
         """Index of the latent nearest to coordinate ``c`` along an axis of ``n`` latents, and
@@ -120,5 +125,5 @@ class ImplicitSR(nn.Module):
                                       padding_mode="border", align_corners=False)[:, :, 0].transpose(1, 2)
         return out * self.input_std + self.input_mean
 
-    def forward(self, lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        return self.query(self.encode(lr), coord, cell)
+    def forward(self, lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor, feat=None) -> torch.Tensor:
+        return self.query(self.encode(lr, feat), coord, cell)

@@ -42,7 +42,8 @@ class LIIF(ImplicitSR):
 
     def decode(self, state, idx, rel, rel_cell):
         _, w_rel, w_cell, _ = self._first()
-        h = self.gather(state["z"], idx) + rel @ w_rel.t()
-        if self.cell_decode:
-            h = h + rel_cell @ w_cell.t()
-        return self.imnet.layers[1:](h)
+        pos, w_pos = (torch.cat([rel, rel_cell], -1), torch.cat([w_rel, w_cell], 1)) if self.cell_decode else (rel, w_rel)
+        z = self.gather(state["z"], idx)
+        b, q, k = z.shape
+        h = torch.addmm(z.view(b * q, k), pos.reshape(b * q, -1), w_pos.t()).view(b, q, k)
+        return self.imnet(h.relu_() if not torch.is_grad_enabled() else h.relu(), start=2)

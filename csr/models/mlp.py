@@ -1,4 +1,5 @@
 """The per-query MLP used by the implicit decoders."""
+import torch
 import torch.nn as nn
 
 from ..registry import register
@@ -18,6 +19,17 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.in_dim, self.out_dim = in_dim, out_dim
 
-    def forward(self, x):
+    def forward(self, x, start: int = 0):
+        """Apply ``layers[start:]``; at inference, ReLUs work in place and biases fuse into addmm."""
         shape = x.shape[:-1]
-        return self.layers(x.reshape(-1, x.shape[-1])).view(*shape, -1)
+        h = x.reshape(-1, x.shape[-1])
+        if torch.is_grad_enabled():
+            return self.layers[start:](h).view(*shape, -1)
+        owned = False  # never modify the caller's tensor
+        for layer in self.layers[start:]:
+            if isinstance(layer, nn.ReLU):
+                h = h.relu_() if owned else h.relu()
+            else:
+                h = torch.addmm(layer.bias, h, layer.weight.t())
+            owned = True
+        return h.view(*shape, -1)
