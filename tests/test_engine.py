@@ -20,6 +20,10 @@ TINY_LTE = {"name": "lte", "args": {
     "encoder_spec": {"name": "edsr-baseline", "args": {"n_resblocks": 2, "n_feats": 16}},
     "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [32, 32]}}, "hidden_dim": 32}}
 
+TINY_LMF = {"name": "lmf", "args": {
+    "encoder_spec": {"name": "edsr-baseline", "args": {"n_resblocks": 2, "n_feats": 16}},
+    "hidden": 16, "depth": 3, "head_dim": 32}}
+
 
 @pytest.fixture(scope="module")
 def tiny():
@@ -27,7 +31,7 @@ def tiny():
     return make(TINY).eval()
 
 
-@pytest.mark.parametrize("spec", [TINY, TINY_LTE], ids=["liif", "lte"])
+@pytest.mark.parametrize("spec", [TINY, TINY_LTE, TINY_LMF], ids=["liif", "lte", "lmf"])
 @pytest.mark.parametrize("out_hw", [(77, 101), (150, 60), (3 * 29, 3 * 35)])
 def test_tiled_equals_untiled(spec, out_hw):
     torch.manual_seed(1)
@@ -150,3 +154,32 @@ def test_cli_upscale_file_folder_and_errors(tmp_path, capsys):
     assert main(["upscale", "-i", str(src / "broken.png"), "-o", str(tmp_path / "x.png"), "--scale", "2"]) == 2
     assert "corrupt" in capsys.readouterr().err
     assert not list(tmp_path.glob("x*")) and not list(tmp_path.glob("*.tmp"))
+
+
+def test_fast_decoder_is_cheap_per_query():
+    from torch.utils.flop_counter import FlopCounterMode
+    fast = make({"name": "lmf", "args": {"encoder_spec": {"name": "edsr-baseline", "args": {}}}}).eval()
+    liif = csr.create_model("liif-edsr-baseline", pretrained=False)
+    lr, q = torch.rand(1, 3, 16, 16), 4096
+    coord = torch.rand(1, q, 2) * 2 - 1
+    cell = torch.full_like(coord, 2 / 64)
+    macs = []
+    for m in (fast, liif):
+        state = m.encode(lr)
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            m.query(state, coord, cell)
+        macs.append(fc.get_total_flops() / 2 / q)
+    assert macs[0] * 20 <= macs[1], macs
+
+
+def test_distillation_shares_a_frozen_encoder_only_when_identical():
+    from csr.train import _shares_frozen_encoder
+    torch.manual_seed(0)
+    teacher, student = make(TINY).eval(), make(TINY_LMF)
+    student.encoder.load_state_dict(teacher.encoder.state_dict())
+    assert not _shares_frozen_encoder(student, teacher)       # trainable: must run its own
+    student.encoder.requires_grad_(False)
+    assert _shares_frozen_encoder(student, teacher)
+    with torch.no_grad():
+        student.encoder.head[0].weight.add_(1e-3)
+    assert not _shares_frozen_encoder(student, teacher)       # different weights
