@@ -13,7 +13,7 @@ import csv
 import time
 from pathlib import Path
 
-from csr.evaluate import evaluate
+from csr.evaluation import evaluate
 from csr.published import published
 
 FIELDS = ["model", "dataset", "scale", "protocol", "psnr", "ssim", "lpips", "images", "seconds"]

@@ -9,7 +9,7 @@ Attributes are imported lazily, so ``import csr.io`` or ``csr.metrics`` does not
 """
 __version__ = "0.1.0"
 
-_LAZY = {"create_model": "zoo", "list_models": "zoo", "load_model": "zoo", "evaluate": "evaluate",
+_LAZY = {"create_model": "zoo", "list_models": "zoo", "load_model": "zoo", "evaluate": "evaluation",
          "upscale": "api", "output_size": "api"}
 
 

@@ -43,7 +43,7 @@ def cmd_download(a):
 
 
 def cmd_eval(a):
-    from .evaluate import evaluate, format_table
+    from .evaluation import evaluate, format_table
     metrics = tuple(m for m in a.metrics.split(",") if m)
     res = evaluate(a.model, a.dataset, a.scales, protocol=a.protocol, root=a.data_root, metrics=metrics,
                    device=a.device, progress=not a.json, limit=a.limit, self_ensemble=a.self_ensemble)

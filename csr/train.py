@@ -76,7 +76,7 @@ def build(cfg: dict) -> torch.nn.Module:
 
 
 def validate(model, cfg: dict) -> float:
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     v = cfg.get("val", {})
     r = evaluate(model, v.get("dataset", "Set5"), [v.get("scale", 4)], metrics=("psnr",),
                  root=cfg.get("data_root"), device="cpu" if not torch.cuda.is_available() else "auto",

@@ -9,7 +9,7 @@ from PIL import Image
 
 from csr.cli import main
 from csr.data import BenchmarkSet, crop_border_for, resolve_dataset
-from csr.evaluate import evaluate
+from csr.evaluation import evaluate
 
 
 def test_premade_lr_used_and_equal_to_our_resize(data_root):
@@ -84,3 +84,10 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "not an image" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "csr", "eval", "--scales", "0"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_csr_evaluate_stays_a_function(data_root):
+    import csr
+    for _ in range(2):  # the lazy attribute must not turn into a module after the first call
+        r = csr.evaluate("bicubic", "Set5", [2], metrics=("psnr",), root=data_root, progress=False, limit=1)
+    assert callable(csr.evaluate) and r["results"]["2"]["psnr"] > 30

@@ -398,7 +398,7 @@ def liif_pretrained():
 
 @pytest.mark.weights
 def test_golden_set5_x4(data_root, liif_pretrained):
-    from csr.evaluate import evaluate
+    from csr.evaluation import evaluate
     r = evaluate(liif_pretrained, "Set5", [4], metrics=("psnr",), root=data_root, progress=False)["results"]["4"]
     per_image, mean = SET5_GOLDEN[4]
     got = {row["name"]: row["psnr"] for row in r["images"]}
@@ -412,7 +412,7 @@ def test_golden_set5_x4(data_root, liif_pretrained):
 @pytest.mark.slow
 @pytest.mark.parametrize("scale", [2, 3])
 def test_golden_set5_x2_x3(data_root, liif_pretrained, scale):
-    from csr.evaluate import evaluate
+    from csr.evaluation import evaluate
     r = evaluate(liif_pretrained, "Set5", [scale], metrics=("psnr",), root=data_root, progress=False)
     psnr = r["results"][str(scale)]["psnr"]
     assert abs(psnr - SET5_MEAN_SLOW[scale]) < 0.01, psnr
