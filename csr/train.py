@@ -138,7 +138,8 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
 
     if cfg.get("batch_size", 16) % world:
         raise ValueError(f"batch_size {cfg.get('batch_size', 16)} is not divisible by {world} processes")
-    bar = tqdm(total=cfg["steps"], initial=step, disable=rank != 0, desc=out.name, unit="step")
+    bar = tqdm(total=cfg["steps"], initial=step, disable=rank != 0, desc=out.name, unit="step",
+               mininterval=cfg.get("progress_interval", 1.0))
     t0 = time.time() - t_used
     last = min(cfg["steps"], stop_at or cfg["steps"])
     while step < last and time.time() < deadline:
@@ -182,6 +183,13 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         if step % save_every == 0 or step == cfg["steps"] or row["val_psnr"] != "":
             save(step)
     bar.close()
+    if rank == 0 and time.time() >= deadline and best == -math.inf and step > 0:
+        # the time budget ran out before the first validation: measure what there is
+        best = round(validate(ema, cfg), 4)
+        export(ema, cfg, out / "best.safetensors", val_psnr=best, step=step, hours=(time.time() - t0) / 3600)
+        _log_row(out / "log.csv", {"step": step, "time_s": round(time.time() - t0, 1), "loss": "",
+                                   "lr": lr_at(step - 1, cfg), "val_psnr": best})
+        save(step)
     if rank == 0 and saved != step:  # stopped by stop_at or the time budget: keep the progress
         save(step)
     if rank == 0 and ship:

@@ -50,7 +50,8 @@ class ImplicitSR(nn.Module):
 
     def decode(self, state: dict, idx: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor):
         """Predict ``(B, Q, 3)`` from latents at flat indices ``idx`` (B, Q), offsets ``rel``
-        (B, Q, 2, in LR pixels) and cells ``rel_cell`` (B, Q, 2, in LR pixels)."""
+        (B, Q, 2) and cells ``rel_cell`` (B, Q, 2), both in LIIF's units: normalised coordinates times
+        the latent grid size, so neighbouring latents are 2 apart (one LR pixel = 2)."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- shared machinery
@@ -88,7 +89,7 @@ class ImplicitSR(nn.Module):
         """RGB in [0, 1] (unclamped) at ``coord`` (B, Q, 2) with ``cell`` (B, Q, 2).
 
         Coordinates may be float64 (the engine's): latent look-up and offsets are then computed
-        in float64 and only the offsets, in LR pixels, are rounded to the model's precision.
+        in float64 and only the offsets are rounded to the model's precision.
         """
         h, w = state["hw"]
         work = state.get("dtype", torch.float32)
