@@ -7,7 +7,6 @@ the output exactly, as ``(width, height)`` like PIL.
 from __future__ import annotations
 
 import math
-import os
 from functools import lru_cache
 
 import numpy as np
@@ -22,13 +21,7 @@ MAX_OUTPUT_PIXELS = 100_000_000   # override with $CSR_MAX_OUTPUT_PIXELS or max_
 
 
 def _max_pixels(max_pixels: int | None) -> int:
-    if max_pixels is not None:
-        return int(max_pixels)
-    env = os.environ.get("CSR_MAX_OUTPUT_PIXELS")
-    try:
-        return int(env) if env else MAX_OUTPUT_PIXELS
-    except ValueError:
-        raise ValueError(f"CSR_MAX_OUTPUT_PIXELS must be an integer, got {env!r}") from None
+    return io.pixel_limit(max_pixels, "CSR_MAX_OUTPUT_PIXELS", MAX_OUTPUT_PIXELS)
 
 
 def _check_scale(s) -> float:

@@ -107,14 +107,19 @@ def _make(color, alpha, mode, depth, gray, fmt) -> Image:
 
 
 # ----------------------------------------------------------------------------- loading
-def _limit(max_pixels: int | None) -> int:
-    if max_pixels is not None:
-        return int(max_pixels)
-    env = os.environ.get("CSR_MAX_INPUT_PIXELS")
+def pixel_limit(given: int | None, env_name: str, default: int) -> int:
+    """``given`` if not None, else the integer in ``$env_name`` if set, else ``default``."""
+    if given is not None:
+        return int(given)
+    env = os.environ.get(env_name)
     try:
-        return int(env) if env else MAX_PIXELS_DEFAULT
+        return int(env) if env else default
     except ValueError:
-        raise ValueError(f"CSR_MAX_INPUT_PIXELS must be an integer, got {env!r}") from None
+        raise ValueError(f"{env_name} must be an integer, got {env!r}") from None
+
+
+def _limit(max_pixels: int | None) -> int:
+    return pixel_limit(max_pixels, "CSR_MAX_INPUT_PIXELS", MAX_PIXELS_DEFAULT)
 
 
 def _check_size(w: int, h: int, limit: int, name: str) -> None:
