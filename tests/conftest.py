@@ -18,3 +18,13 @@ def data_root() -> Path:
             pytest.fail(f"CI run without the datasets: {root} has no Set5/HR (set CSR_DATA)")
         pytest.skip(f"datasets not found at {root} (set CSR_DATA)")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is much faster than two fighting over a busy CPU."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -17,13 +17,7 @@ from csr.models.implicit import make_cell, make_coord  # noqa: E402
 from csr.registry import load_checkpoint, make, read_checkpoint, registered, save_checkpoint  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster than two fighting over a busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ENC = {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8}}
