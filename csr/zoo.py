@@ -30,9 +30,12 @@ ZOO: dict[str, tuple[str, str]] = {
 def list_models(available_only: bool = False) -> list[str]:
     """Model names for :func:`create_model` (``bicubic`` is handled by :func:`csr.upscale`).
 
-    ``available_only``: only those whose weights are on this machine now (shipped or downloaded).
+    Every model of this version: downloadable ones, and those whose weights ship with it (a name
+    whose training has not produced shipped weights yet is left out). ``available_only``: only
+    those whose weights are on this machine now (shipped, and downloaded where needed).
     """
-    return [n for n in ZOO if not available_only or _available(n)]
+    shipped = [n for n in ZOO if ZOO[n][0] == "download" or checkpoint_path(n, must_exist=False).is_file()]
+    return [n for n in shipped if not available_only or _available(n)]
 
 
 def _available(name: str) -> bool:

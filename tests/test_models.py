@@ -338,7 +338,16 @@ def test_zoo_missing_weights_message(tmp_path, monkeypatch):
     with pytest.raises(hub.WeightsMissing):
         csr.create_model("liif-edsr-baseline")
     assert "liif-edsr-baseline" not in zoo.list_models(available_only=True)
+    assert "lte-edsr-baseline" not in zoo.list_models(available_only=True)  # its encoder is missing
     assert "liif-edsr-baseline" in zoo.list_models()
+
+
+def test_list_models_only_names_that_can_be_created():
+    for name in zoo.list_models():
+        assert zoo.ZOO[name][0] == "download" or zoo.checkpoint_path(name).is_file()
+    unshipped = [n for n, (kind, _) in zoo.ZOO.items()
+                 if kind == "shipped" and not (zoo.WEIGHTS_DIR / f"{n}.safetensors").is_file()]
+    assert not set(unshipped) & set(zoo.list_models())
 
 
 def test_zoo_unknown_name():
