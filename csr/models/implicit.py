@@ -30,6 +30,9 @@ def make_cell(coord: torch.Tensor, shape) -> torch.Tensor:
     return cell
 
 
+EPS_PX = 2e-4  # tie-breaking nudge, in LIIF's offset units (1e-4 LR pixel)
+
+
 class ImplicitSR(nn.Module):
     """Base of LIIF, LTE and MetaSR: an encoder, a per-query decoder, an optional bilinear skip."""
 
@@ -98,13 +101,15 @@ class ImplicitSR(nn.Module):
         if self.cell_clip:
             rel_cell = rel_cell.clamp(min=2 / self.cell_clip)
         if self.local_ensemble:
-            shifts, eps = [(-1, -1), (-1, 1), (1, -1), (1, 1)], 1e-6
+            shifts, eps = [(-1, -1), (-1, 1), (1, -1), (1, 1)], EPS_PX
         else:
             shifts, eps = [(0, 0)], 0.0
         preds, areas = [], []
         for vy, vx in shifts:
-            c = coord + coord.new_tensor([vy / h, vx / w]) + eps
-            c = c.clamp(-1 + 1e-6, 1 - 1e-6)
+            # half an LR pixel towards the neighbour, plus a tie-breaking nudge that is a fixed
+            # distance in LR pixels (so a tile and the whole image break ties alike); latents
+            # outside the map are clamped to its edge by _nearest
+            c = coord + coord.new_tensor([(vy + eps) / h, (vx + eps) / w])
             iy, qy = self._nearest(c[..., 0], h)
             ix, qx = self._nearest(c[..., 1], w)
             rel = (coord - torch.stack([qy, qx], dim=-1)) * size

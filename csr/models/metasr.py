@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import make, register
-from .implicit import ImplicitSR
+from .implicit import EPS_PX, ImplicitSR
 
 
 @register("metasr")
@@ -29,7 +29,7 @@ class MetaSR(ImplicitSR):
         h, w = state["hw"]
         size = coord.new_tensor([h, w])
         corner = coord - cell / 2
-        c = (corner + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6)
+        c = corner + coord.new_tensor([EPS_PX / h, EPS_PX / w])  # _nearest clamps to the map
         iy, qy = self._nearest(c[..., 0], h)
         ix, qx = self._nearest(c[..., 1], w)
         rel = (corner - torch.stack([qy, qx], dim=-1)) * size / 2
