@@ -78,28 +78,49 @@ def cmd_resize(a):
 def _images_in(folder):
     from pathlib import Path
     from .io import _EXTENSIONS
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in _EXTENSIONS)
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in _EXTENSIONS)
+
+
+def _upscale_jobs(a):
+    """(input, output) pairs, checked before any work: outputs never overwrite an input or each
+    other, and every output extension is one we can write."""
+    import os
+    from pathlib import Path
+
+    from .io import _EXTENSIONS
+    src, dst = Path(a.input), Path(a.output)
+    ext = None if not a.ext else (a.ext if a.ext.startswith(".") else "." + a.ext)
+    if not src.exists():
+        raise FileNotFoundError(f"no such file or folder: {src}")
+    to_folder = src.is_dir() or dst.is_dir() or a.output.endswith((os.sep, "/"))
+    if to_folder and dst.exists() and not dst.is_dir():
+        raise ValueError(f"{dst} is a file; give a folder for the outputs")
+    inputs = _images_in(src) if src.is_dir() else [src]
+    if src.is_dir() and not inputs:
+        raise ValueError(f"{src}: no images found (extensions: png, jpg, jpeg, webp, bmp, tif, tiff)")
+    jobs = [(p, dst / (p.stem + (ext or p.suffix)) if to_folder else dst) for p in inputs]
+    for p, q in jobs:
+        if q.suffix.lower() not in _EXTENSIONS:
+            raise ValueError(f"{q}: cannot write '{q.suffix}' files; use one of {', '.join(sorted(_EXTENSIONS))}")
+        if q.resolve() == p.resolve():
+            raise ValueError(f"{q} would overwrite its input; choose another output")
+    outs = [q.resolve() for _, q in jobs]
+    clash = sorted({str(q) for q in outs if outs.count(q) > 1})
+    if clash:
+        raise ValueError(f"several inputs would be written to {clash[0]}; use --ext or another folder")
+    if to_folder:
+        dst.mkdir(parents=True, exist_ok=True)
+    return jobs
 
 
 def cmd_upscale(a):
-    from pathlib import Path
-
     from tqdm.auto import tqdm
 
     from . import io
     from .api import output_size, upscale_image
-    src, dst = Path(a.input), Path(a.output)
-    if not src.exists():
-        raise FileNotFoundError(f"no such file or folder: {src}")
-    if src.is_dir():
-        jobs = [(p, dst / (p.stem + (a.ext or p.suffix))) for p in _images_in(src)]
-        if not jobs:
-            raise ValueError(f"{src}: no images found (extensions: png, jpg, jpeg, webp, bmp, tif, tiff)")
-        dst.mkdir(parents=True, exist_ok=True)
-    else:
-        jobs = [(src, dst / (src.stem + (a.ext or src.suffix)) if dst.is_dir() else dst)]
     if a.scale is not None and not (a.scale > 0 and a.scale < float("inf")):
         raise ValueError(f"scale must be a positive finite number, got {a.scale}")
+    jobs = _upscale_jobs(a)
     failed = 0
     for p, q in jobs:
         try:
@@ -109,7 +130,7 @@ def cmd_upscale(a):
                                 dtype=a.dtype, progress=True)
             io.save(q, res.rgb, like=res, alpha=res.alpha)  # atomic: temporary file, then rename
             tqdm.write(f"{p} -> {q} ({img.width}x{img.height} -> {out_hw[1]}x{out_hw[0]})")
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, OSError) as e:
             if len(jobs) == 1:
                 raise
             failed += 1
@@ -202,7 +223,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"csr {args.cmd}: error: {msg}", file=sys.stderr)
         return 2

@@ -192,3 +192,25 @@ def test_ties_break_alike_in_tiles_and_whole_images(tiny):
     whole = upscale_tensor(tiny, lr, (18, 5001))
     tiled = upscale_tensor(tiny, lr, (18, 5001), tile=256)
     assert (whole - tiled).abs().max().item() <= 1e-5
+
+
+def test_cli_upscale_refuses_unsafe_outputs_before_working(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    img = (np.random.default_rng(1).random((9, 8, 3)) * 255).astype(np.uint8)
+    io.save(src / "a.png", img)
+    io.save(src / "a.jpg", img)
+    (src / "sub.png").mkdir()  # a folder with an image-like name is not an image
+    cases = [(["-i", str(src), "-o", str(src)], "overwrite its input"),
+             (["-i", str(src), "-o", str(tmp_path / "o1"), "--ext", "png"], "several inputs"),
+             (["-i", str(src / "a.png"), "-o", str(tmp_path / "x.gif")], "cannot write '.gif'"),
+             (["-i", str(src), "-o", str(src / "a.png")], "is a file")]
+    for args, msg in cases:
+        assert main(["upscale", *args, "--scale", "2", "--model", "bicubic"]) == 2
+        assert msg in capsys.readouterr().err
+    assert sorted(p.name for p in src.iterdir()) == ["a.jpg", "a.png", "sub.png"]
+    assert not (tmp_path / "o1").exists()
+    # --ext without its dot, and a trailing slash meaning a new folder
+    assert main(["upscale", "-i", str(src / "a.jpg"), "-o", str(tmp_path / "new") + "/", "--ext", "webp",
+                 "--scale", "2", "--model", "bicubic"]) == 0
+    assert Image.open(tmp_path / "new" / "a.webp").size == (16, 18)
