@@ -25,6 +25,8 @@ def _max_pixels(max_pixels: int | None) -> int:
 
 
 def _check_scale(s) -> float:
+    if isinstance(s, (bool, str, bytes)):
+        raise ValueError(f"scale must be a number, got {s!r}")
     try:
         v = float(s)
     except (TypeError, ValueError):
@@ -41,14 +43,21 @@ def output_size(height: int, width: int, scale=None, size=None, max_pixels: int 
     if (scale is None) == (size is None):
         raise ValueError("give exactly one of scale (a float or (sy, sx)) and size (width, height)")
     if size is not None:
-        try:
-            W, H = (int(v) for v in size)
-        except (TypeError, ValueError):
-            raise ValueError(f"size must be (width, height) integers, got {size!r}") from None
+        ok = isinstance(size, (tuple, list)) and len(size) == 2 and all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            and math.isfinite(v) and v == int(v) for v in size)
+        if not ok:
+            raise ValueError(f"size must be (width, height), two whole numbers, got {size!r}")
+        W, H = (int(v) for v in size)
         if W < 1 or H < 1:
             raise ValueError(f"size must be positive, got {W} x {H}")
     else:
-        sy, sx = (scale, scale) if np.ndim(scale) == 0 else tuple(scale)
+        if np.ndim(scale) == 0:
+            sy = sx = scale
+        elif np.ndim(scale) == 1 and len(scale) == 2:
+            sy, sx = scale
+        else:
+            raise ValueError(f"scale must be a number or (sy, sx), got {scale!r}")
         sy, sx = _check_scale(sy), _check_scale(sx)
         if height * sy > 1e9 or width * sx > 1e9:
             raise ValueError(f"scale {scale} is far too large for a {width} x {height} image")

@@ -18,6 +18,7 @@ limit, default "20mb").
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -59,6 +60,7 @@ def _env_int(name: str, default: int) -> int:
 
 
 MAX_PIXELS = _env_int("CSR_DEMO_MAX_PIXELS", 16_000_000)
+SCALE_MIN, SCALE_MAX = 1.0, 8.0
 QUEUE_SIZE = _env_int("CSR_DEMO_QUEUE_SIZE", 16)
 MAX_FILE_SIZE = os.environ.get("CSR_DEMO_MAX_FILE_SIZE", "20mb")
 
@@ -98,7 +100,16 @@ def target_size(h: int, w: int, scale, width, height, max_pixels: int = MAX_PIXE
     """Output (H, W) for an h x w input: width and height exactly; only one of them: the other
     follows the aspect ratio; neither (0): ``scale``. Sizes follow ``csr.output_size``'s rule,
     floor(n * s + 0.5). Raises ValueError, naming the limit when over ``max_pixels``."""
-    width, height = int(width or 0), int(height or 0)
+    try:
+        width, height = (float(v or 0) for v in (width, height))
+        scale = float(scale) if scale is not None else None
+    except (TypeError, ValueError):
+        raise ValueError(f"width, height and scale must be numbers, got {width!r}, {height!r}, {scale!r}") from None
+    if not all(math.isfinite(v) and v == int(v) for v in (width, height)):
+        raise ValueError(f"width and height must be whole numbers of pixels, got {width:g} x {height:g}")
+    width, height = int(width), int(height)
+    if not (width or height) and not (scale is not None and SCALE_MIN <= scale <= SCALE_MAX):
+        raise ValueError(f"scale must be between {SCALE_MIN:g} and {SCALE_MAX:g} in this demo, got {scale}")
     if width < 0 or height < 0:
         raise ValueError(f"width and height must be 0 (use the scale) or positive, got {width} x {height}")
     no_cap = sys.maxsize  # the demo's own cap is checked below, with its own message
@@ -200,8 +211,10 @@ def upscale(image, scale, model, width, height, *, max_pixels: int = MAX_PIXELS,
         before = after if model == "bicubic" else upscale_image(img, out_hw, "bicubic")
     except ValueError as e:
         raise gr.Error(str(e)) from None
-    except MemoryError:
-        raise gr.Error("The server ran out of memory for this request; try a smaller output.") from None
+    except (MemoryError, RuntimeError) as e:  # torch reports exhausted memory as RuntimeError
+        log.exception("upscale failed")
+        what = "ran out of memory" if isinstance(e, MemoryError) or "memory" in str(e).lower() else "failed"
+        raise gr.Error(f"The server {what} on this request; try a smaller output.") from None
 
     out_dir = _request_dir()
     H, W = out_hw
@@ -248,7 +261,7 @@ def build_app(models: list[str] | None = None, max_pixels: int = MAX_PIXELS,
                     shown = gr.Image(label="Input", type="pil", format="png", interactive=False,
                                      height=220, elem_id="input-preview")
                     sizes = gr.Markdown(elem_id="plan")
-                    scale = gr.Slider(1, 8, value=2, step=0.05, label="Scale", elem_id="scale")
+                    scale = gr.Slider(SCALE_MIN, SCALE_MAX, value=2, step=0.05, label="Scale", elem_id="scale")
                     with gr.Row():
                         width = gr.Number(0, precision=0, minimum=0, label="Width (0 = from scale)")
                         height = gr.Number(0, precision=0, minimum=0, label="Height (0 = from scale)")

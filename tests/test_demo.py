@@ -61,8 +61,12 @@ def test_target_size_rule():
     assert app.target_size(23, 37, 1, 0, 46) == (46, 74)      # height only
     with pytest.raises(ValueError, match="limit of 1,000 pixels"):
         app.target_size(23, 37, 2.5, 0, 0, max_pixels=1000)
-    with pytest.raises(ValueError, match="positive"):
-        app.target_size(23, 37, 0, 0, 0)
+    for bad_scale in (0, 0.5, 100, float("nan"), None):
+        with pytest.raises(ValueError, match="between 1 and 8"):
+            app.target_size(23, 37, bad_scale, 0, 0)
+    for w, h in ((float("inf"), 0), (10.5, 0), ("x", 0)):
+        with pytest.raises(ValueError, match="width"):
+            app.target_size(23, 37, 2, w, h)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "I;16", "RGB;16"])
@@ -89,7 +93,8 @@ def test_upscale_handler_errors(tmp_path):
     cases = [(None, {}, "Upload an image first"),
              (str(bad), {}, "Cannot read this file: corrupt.png: not an image file"),
              (str(tmp_path / "empty.png"), {}, "Cannot read this file: empty.png"),
-             (good, {"scale": 0}, "scale must be positive"),
+             (good, {"scale": 0}, "scale must be between 1 and 8"),
+             (good, {"width": float("inf")}, "whole numbers of pixels"),
              (good, {"model": "nope"}, "Unknown model 'nope'"),
              (good, {"scale": 8, "max_pixels": 10_000}, "over this demo's limit of 10,000 pixels")]
     for image, change, message in cases:

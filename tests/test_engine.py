@@ -80,6 +80,9 @@ def test_output_size_rule(h, w, scale, expect):
                                     ({"scale": float("nan")}, "finite"), ({"scale": float("inf")}, "finite"),
                                     ({"scale": 1e5}, "too large"), ({"scale": "big"}, "number"),
                                     ({"size": (0, 10)}, "positive"), ({}, "exactly one"),
+                                    ({"size": (100.5, 50)}, "whole numbers"), ({"size": "12"}, "whole numbers"),
+                                    ({"size": (float("inf"), 5)}, "whole numbers"), ({"scale": True}, "number"),
+                                    ({"scale": "2"}, "number"), ({"scale": (1, 2, 3)}, "number or"),
                                     ({"scale": 2, "size": (4, 4)}, "exactly one"),
                                     ({"scale": 4, "max_pixels": 1000}, "limit 1,000")])
 def test_bad_requests_raise_value_error(kw, msg):
