@@ -33,6 +33,7 @@ MAX_PIXELS_DEFAULT = 100_000_000
 _EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                ".tif": "TIFF", ".tiff": "TIFF"}
 _GRAY_MODES = ("1", "L", "LA", "La", "I", "F")  # plus every "I;16..." mode
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
@@ -195,9 +196,11 @@ def _from_pil(pil: PILImage.Image, fmt: str | None) -> Image:
     gray = mode in _GRAY_MODES or mode.startswith("I;16")
     if mode.startswith("I;16") or mode in ("I", "F"):
         a = np.asarray(pil)
-        a = a * 65535.0 if mode == "F" else a
+        if mode == "F":  # floats carry no range: [0, 1], else [0, 255], else 16-bit values
+            top = float(np.nanmax(a)) if a.size else 0.0
+            a = a * (65535.0 if top <= 1.0 else 65535.0 / 255 if top <= 255.0 else 1.0)
         return _make(np.clip(a, 0, 65535).astype(np.uint16), None, mode, 16, True, fmt)
-    has_alpha = "A" in pil.getbands() or "transparency" in pil.info
+    has_alpha = mode in _ALPHA_MODES or "transparency" in pil.info  # not LAB's "A" band
     target = ("LA" if has_alpha else "L") if gray else ("RGBA" if has_alpha else "RGB")
     a = np.asarray(pil if pil.mode == target else pil.convert(target))
     color, alpha = (a[..., :-1], a[..., -1]) if has_alpha else (a, None)

@@ -388,3 +388,13 @@ def test_dataset_bridge_is_gray(data_root):
     assert img.mode == "L" and img.grayscale and img.bit_depth == 8 and img.alpha is None
     assert img.rgb.shape[2] == 3
     assert (img.rgb[..., 0] == img.rgb[..., 1]).all() and (img.rgb[..., 1] == img.rgb[..., 2]).all()
+
+
+def test_modes_without_a_clear_range_or_alpha_band():
+    from PIL import Image as PILImage
+    f255 = cio.load(PILImage.fromarray(np.full((4, 4), 128, np.float32), "F"))
+    f1 = cio.load(PILImage.fromarray(np.full((4, 4), 0.5, np.float32), "F"))
+    assert abs(f255.float_rgb()[0, 0, 0] - 128 / 255) < 1e-3 and abs(f1.float_rgb()[0, 0, 0] - 0.5) < 1e-3
+    assert cio.load(PILImage.new("La", (4, 4))).alpha is not None      # premultiplied gray + alpha
+    lab = cio.load(PILImage.new("LAB", (4, 4)))
+    assert lab.alpha is None and lab.rgb.shape == (4, 4, 3)           # LAB's "A" is not alpha
