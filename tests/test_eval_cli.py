@@ -91,3 +91,10 @@ def test_csr_evaluate_stays_a_function(data_root):
     for _ in range(2):  # the lazy attribute must not turn into a module after the first call
         r = csr.evaluate("bicubic", "Set5", [2], metrics=("psnr",), root=data_root, progress=False, limit=1)
     assert callable(csr.evaluate) and r["results"]["2"]["psnr"] > 30
+
+
+def test_centre_crops_make_a_small_benchmark(tmp_path, data_root):
+    from csr.data import BenchmarkSet, centre_crops
+    folder = centre_crops("Set5", 48, tmp_path / "c", n=2, root=data_root)
+    assert sorted(p.name for p in folder.iterdir()) == ["baby.png", "bird.png"]
+    assert BenchmarkSet(str(folder), 4.0, root=data_root)[0].hr.shape == (48, 48, 3)

@@ -1,2 +1,3 @@
 """Datasets: benchmark pairs under named protocols, and LIIF's random-scale training sampler."""
-from .benchmark import BENCHMARKS, PROTOCOLS, BenchmarkSet, Pair, crop_border_for, data_root, resolve_dataset  # noqa: F401
+from .benchmark import (BENCHMARKS, PROTOCOLS, BenchmarkSet, Pair, centre_crops, crop_border_for,  # noqa: F401
+                        data_root, list_images, resolve_dataset)

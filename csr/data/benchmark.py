@@ -132,3 +132,14 @@ class BenchmarkSet:
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]
+
+
+def centre_crops(dataset: str, side: int, dst, n: int | None = None, root=None) -> Path:
+    """Write ``side`` x ``side`` centre crops of the first ``n`` HR images of ``dataset`` to
+    ``dst/HR`` and return that folder, a small benchmark any evaluation accepts (quick runs)."""
+    out = Path(dst) / "HR"
+    for p in list_images(resolve_dataset(dataset, root))[:n]:
+        a = io.load(p).rgb
+        y, x = max(0, (a.shape[0] - side) // 2), max(0, (a.shape[1] - side) // 2)
+        io.save(out / p.name, a[y:y + side, x:x + side])
+    return out
