@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,16 +71,20 @@ def output_size(height: int, width: int, scale=None, size=None, max_pixels: int 
 
 
 @lru_cache(maxsize=4)
-def _cached_model(name: str, device: str):
+def _cached_model(name: str, device: str, stamp):
     from .zoo import create_model
     return create_model(name, device=device)
 
 
 def get_model(model, device: torch.device):
-    """A module for ``model``: a zoo name or checkpoint path (cached), or a module as given."""
+    """A module for ``model``: a zoo name or checkpoint path (cached until the file changes),
+    or a module as given."""
     if isinstance(model, torch.nn.Module):
         return model.to(device).eval()
-    return _cached_model(str(model), str(device))
+    from .zoo import ZOO, checkpoint_path
+    path = checkpoint_path(model, must_exist=False) if model in ZOO else Path(str(model))
+    stamp = (path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None
+    return _cached_model(str(model), str(device), stamp)
 
 
 def _upscale_float(rgb: np.ndarray, out_hw, model, device, tile, dtype, progress) -> np.ndarray:
@@ -94,11 +99,9 @@ def _upscale_float(rgb: np.ndarray, out_hw, model, device, tile, dtype, progress
         return rgb.copy()
     net = get_model(model, device)
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(device)
-    res = np.empty((*out_hw, 3), np.float32)
-    out = torch.from_numpy(res).permute(2, 0, 1)[None] if device.type == "cpu" else None
-    y = upscale_tensor(net, x, out_hw, tile=tile, out=out, dtype=dtype, progress=progress)
-    if out is None:
-        res[:] = y[0].permute(1, 2, 0).cpu().numpy()
+    res = np.empty((*out_hw, 3), np.float32)  # filled block by block, also from a CUDA model
+    upscale_tensor(net, x, out_hw, tile=tile, out=torch.from_numpy(res).permute(2, 0, 1)[None],
+                   dtype=dtype, progress=progress)
     return np.clip(res, 0, 1, out=res)
 
 

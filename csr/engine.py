@@ -5,12 +5,14 @@ Memory is bounded, exactly:
 * **Tiles.** With ``tile=T`` the LR image is cut into T x T tiles; each is encoded with a margin of
   ``model.receptive_radius + 2`` LR pixels of real context (less only at the image border, where
   the untiled encoder sees zero padding too), so every latent a tile's queries touch equals the
-  untiled one and the tiled output equals the untiled output up to float rounding.
+  untiled one and the tiled output equals the untiled output up to float rounding. Encoders with
+  a window grid (SwinIR) name its period as ``tile_align``: each tile's padded origin is moved
+  down to a multiple of it, so the windows stay where the whole image has them.
 * **Queries.** Each tile answers the output pixels whose centres fall on its own LR pixels, in
   blocks of at most ``chunk`` queries; coordinates are generated per block, never for the image.
 * **Output.** Each block is written into ``out`` as it finishes; ``out`` may be a preallocated
   uint8/uint16 view (for example of a numpy H x W x 3 array), so a float copy of a large output
-  never exists.
+  never exists, and may live on another device than the model (a CUDA model fills a CPU array).
 """
 from __future__ import annotations
 
@@ -68,11 +70,10 @@ def _local_axis(idx: torch.Tensor, n_out: int, n_in: int, off: int, n_tile: int,
 
 
 def _write(out: torch.Tensor, r0, r1, c0, c1, block: torch.Tensor) -> None:
-    if out.dtype.is_floating_point:
-        out[0, :, r0:r1, c0:c1] = block
-    else:
+    if not out.dtype.is_floating_point:
         top = 65535 if out.dtype == torch.uint16 else 255
-        out[0, :, r0:r1, c0:c1] = block.clamp(0, 1).mul(top).round_().to(out.dtype)
+        block = block.clamp(0, 1).mul(top).round_()
+    out[0, :, r0:r1, c0:c1] = block.to(out.device, out.dtype)
 
 
 def plan_tiles(lr_hw, tile: int | None):
@@ -104,6 +105,7 @@ def upscale_tensor(model, lr: torch.Tensor, out_hw: tuple[int, int], chunk: int 
         out = torch.empty(1, 3, H, W, device=lr.device, dtype=lr.dtype)
     tiles = plan_tiles((h, w), tile)
     margin = model.receptive_radius + 2 if len(tiles) > 1 else 0
+    align = getattr(getattr(model, "encoder", None), "tile_align", 1) if len(tiles) > 1 else 1
     ctx = autocast_for(dtype, lr.device)
     f64 = torch.float64  # coordinates: exact enough that tiles and chunks cannot change a result
     bar = tqdm(total=H * W, disable=not progress, desc="upscale", unit="px", unit_scale=True, leave=False)
@@ -112,7 +114,8 @@ def upscale_tensor(model, lr: torch.Tensor, out_hw: tuple[int, int], chunk: int 
         C0, C1 = _out_range(x0, x1, w, W)
         if R0 >= R1 or C0 >= C1:
             continue
-        py0, py1, px0, px1 = max(0, y0 - margin), min(h, y1 + margin), max(0, x0 - margin), min(w, x1 + margin)
+        py0, px0 = max(0, y0 - margin) // align * align, max(0, x0 - margin) // align * align
+        py1, px1 = min(h, y1 + margin), min(w, x1 + margin)
         with ctx:
             state = model.encode(lr[..., py0:py1, px0:px1])
         th, tw = py1 - py0, px1 - px0
@@ -127,7 +130,7 @@ def upscale_tensor(model, lr: torch.Tensor, out_hw: tuple[int, int], chunk: int 
             with ctx:
                 pred = model.query(state, grid, cell.expand_as(grid))
             block = pred.float().view(r1 - r0, C1 - C0, -1).permute(2, 0, 1)
-            _write(out, r0, r1, C0, C1, block.to(out.dtype) if out.dtype.is_floating_point else block)
+            _write(out, r0, r1, C0, C1, block)
             bar.update((r1 - r0) * (C1 - C0))
         del state
     bar.close()

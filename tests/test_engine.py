@@ -217,3 +217,33 @@ def test_cli_upscale_refuses_unsafe_outputs_before_working(tmp_path, capsys):
     assert main(["upscale", "-i", str(src / "a.jpg"), "-o", str(tmp_path / "new") + "/", "--ext", "webp",
                  "--scale", "2", "--model", "bicubic"]) == 0
     assert Image.open(tmp_path / "new" / "a.webp").size == (16, 18)
+
+
+def test_tiled_equals_untiled_on_a_window_grid_encoder():
+    """SwinIR's windows must not move: tile origins are aligned to its ``tile_align``."""
+    spec = {"name": "liif", "args": {
+        "encoder_spec": {"name": "swinir", "args": {"embed_dim": 12, "depths": [2], "num_heads": [2],
+                                                    "window_size": 4}},
+        "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16]}}}}
+    torch.manual_seed(2)
+    model = make(spec).double().eval()
+    lr = torch.rand(1, 3, 61, 58, dtype=torch.float64)
+    assert model.encoder.tile_align == 4 and 2 * model.receptive_radius < 58
+    whole = upscale_tensor(model, lr, (130, 121))
+    tiled = upscale_tensor(model, lr, (130, 121), tile=9)   # margins not multiples of the window
+    assert (whole - tiled).abs().max().item() <= 1e-9
+
+
+def test_checkpoint_cache_follows_the_file(tmp_path):
+    """``csr.upscale(model=path)`` must not keep serving a checkpoint that was overwritten."""
+    from csr.api import get_model
+    from csr.registry import save_checkpoint
+    torch.manual_seed(3)
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(make(TINY), TINY, path)
+    first = get_model(str(path), torch.device("cpu"))
+    assert get_model(str(path), torch.device("cpu")) is first
+    save_checkpoint(make(TINY), TINY, path)
+    import os
+    os.utime(path, ns=(1, 1))  # a different stamp even on coarse file systems
+    assert get_model(str(path), torch.device("cpu")) is not first
