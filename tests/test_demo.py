@@ -115,6 +115,21 @@ def test_plan_and_preview(tmp_path):
     assert app.preview(str(bad)) is None and "not an image file" in app.plan(str(bad), 2, 0, 0)
 
 
+def test_uploads_are_decoded_once_and_previewed_small(tmp_path, monkeypatch):
+    src = write_image(tmp_path / "big.png", 1500, 400, "RGBA")
+    calls, real = [], io.load
+    monkeypatch.setattr(app.io, "load", lambda p, *a, **k: calls.append(p) or real(p, *a, **k))
+    app._decode.cache_clear()
+    for s in (2, 3, 4):
+        assert "1500 x 400" in app.plan(src, s, 0, 0)
+    small = app.preview(src)
+    assert len(calls) == 1
+    assert small.size == (app.PREVIEW_SIDE, 273) and small.mode == "RGBA"
+    write_image(src, 30, 20, "RGB")  # a new file at the same path is read again
+    os.utime(src, ns=(10**9, 10**9))
+    assert "Input 30 x 20" in app.plan(src, 2, 0, 0) and len(calls) == 2
+
+
 def test_start_up_without_the_downloaded_weights(monkeypatch):
     """Offline start: a clear note on the page, the models that do not load are left out,
     bicubic remains."""
