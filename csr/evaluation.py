@@ -16,49 +16,41 @@ from tqdm.auto import tqdm
 
 from . import metrics as M
 from .data import BenchmarkSet, crop_border_for
-from .engine import pick_device, upscale_tensor
-from .resize import imresize
+from .api import _upscale_float
+from .engine import pick_device
 
 DEFAULT_METRICS = ("psnr", "ssim", "lpips")
-
-
-def _to_tensor(a: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float().div(255).to(device)
 
 
 def super_resolve(model, lr: np.ndarray, out_hw, device=None, self_ensemble: bool = False) -> np.ndarray:
     """LR uint8 HxWx3 -> float HxWx3 in [0, 1] at ``out_hw``; ``model`` a module or ``"bicubic"``.
 
-    ``self_ensemble``: average over the 8 flips/transposes (reported separately, never by default).
+    The path ``csr.upscale`` takes (same resize, same engine), so measured numbers are what users
+    get. ``self_ensemble``: average over the 8 flips/transposes (reported separately, never by default).
     """
-    if isinstance(model, str):
-        if model != "bicubic":
-            raise ValueError(f"unknown non-learned model {model!r}")
-        return np.clip(imresize(lr.astype(np.float32) / 255, shape=tuple(out_hw)), 0, 1)
-    device = device or next(model.parameters()).device
-    x = _to_tensor(lr, device)
-    H, W = out_hw
-    if not self_ensemble:
-        y = upscale_tensor(model, x, (H, W))
-    else:
-        y = 0
-        for t in range(8):
-            xt = _dihedral(x, t)
-            hw = (W, H) if t >= 4 else (H, W)
-            y = y + _dihedral_inv(upscale_tensor(model, xt, hw), t)
-        y = y / 8
-    return y.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+    if isinstance(model, str) and model != "bicubic":
+        raise ValueError(f"unknown non-learned model {model!r}")
+    if device is None:
+        device = torch.device("cpu") if isinstance(model, str) else next(model.parameters()).device
+    rgb = lr.astype(np.float32) / 255
+    views = range(8) if self_ensemble else range(1)
+    total = 0
+    for t in views:
+        swapped = (t >= 4) != (t % 2 == 1)   # a transpose or a quarter turn, not both
+        hw = tuple(out_hw)[::-1] if swapped else tuple(out_hw)
+        sr = _upscale_float(_dihedral(rgb, t), hw, model, device, tile="auto", dtype=None, progress=False)
+        total = total + _dihedral_inv(sr, t)
+    return total / len(views)
 
 
-def _dihedral(x, t):
-    if t >= 4:
-        x = x.transpose(-1, -2)
-    return torch.rot90(x, t % 4, dims=(-2, -1))
+def _dihedral(a: np.ndarray, t: int) -> np.ndarray:
+    """The t-th of the 8 flips/transposes of an H x W x C array."""
+    return np.ascontiguousarray(np.rot90(a.transpose(1, 0, 2) if t >= 4 else a, t % 4))
 
 
-def _dihedral_inv(x, t):
-    x = torch.rot90(x, -(t % 4), dims=(-2, -1))
-    return x.transpose(-1, -2) if t >= 4 else x
+def _dihedral_inv(a: np.ndarray, t: int) -> np.ndarray:
+    a = np.rot90(a, -(t % 4))
+    return np.ascontiguousarray(a.transpose(1, 0, 2) if t >= 4 else a)
 
 
 def evaluate(model, dataset: str, scales, protocol: str = "liif", root=None,

@@ -98,3 +98,14 @@ def test_centre_crops_make_a_small_benchmark(tmp_path, data_root):
     folder = centre_crops("Set5", 48, tmp_path / "c", n=2, root=data_root)
     assert sorted(p.name for p in folder.iterdir()) == ["baby.png", "bird.png"]
     assert BenchmarkSet(str(folder), 4.0, root=data_root)[0].hr.shape == (48, 48, 3)
+
+
+def test_self_ensemble_undoes_each_flip():
+    """Bicubic commutes with flips and transposes, so its 8-view average is itself: a wrong
+    inverse transform or a swapped output size would show here (non-square on purpose)."""
+    from csr.evaluation import super_resolve
+    lr = np.random.default_rng(0).integers(0, 256, (9, 14, 3), dtype=np.uint8)
+    plain = super_resolve("bicubic", lr, (27, 35))
+    views = super_resolve("bicubic", lr, (27, 35), self_ensemble=True)
+    assert plain.shape == views.shape == (27, 35, 3)
+    assert np.abs(plain - views).max() < 1e-5
