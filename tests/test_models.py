@@ -178,6 +178,29 @@ def test_liif_without_ensemble_is_piecewise_constant_in_latent():
     assert (lo - hi).abs().max() > 1e-3
 
 
+def test_neighbours_are_the_four_surrounding_latents_with_area_weights():
+    model = build(liif_spec())
+    state = model.encode(rand_lr(7, 5))
+    # a query a quarter LR pixel right and down of latent (2, 1)'s centre, and one on latent (5, 3)
+    at = lambda y, x: torch.tensor([[[(2 * y + 1) / 7 - 1, (2 * x + 1) / 5 - 1]]], dtype=torch.float64)  # noqa: E731
+    found, wts = model.neighbours(state, at(2.25, 1.25))
+    assert sorted(int(i) for i, _ in found) == [2 * 5 + 1, 2 * 5 + 2, 3 * 5 + 1, 3 * 5 + 2]
+    w = {int(i): float(wt) for (i, _), wt in zip(found, wts)}
+    assert abs(sum(w.values()) - 1) < 1e-6
+    # area of the rectangle to the opposite latent: 0.75^2, 0.75*0.25, 0.25*0.75, 0.25^2
+    expect = {11: 0.5625, 12: 0.1875, 16: 0.1875, 17: 0.0625}
+    assert all(abs(w[k] - v) < 1e-6 for k, v in expect.items())
+    rel = {int(i): r.view(2).tolist() for i, r in found}   # offsets, 2 units per LR pixel
+    assert max(abs(a - b) for a, b in zip(rel[11], [0.5, 0.5])) < 1e-9
+    assert max(abs(a - b) for a, b in zip(rel[17], [-1.5, -1.5])) < 1e-9
+    found, wts = model.neighbours(state, at(5, 3))
+    top = max(range(4), key=lambda j: float(wts[j]))
+    assert int(found[top][0]) == 5 * 5 + 3 and float(wts[top]) > 0.999
+    model.local_ensemble = False
+    found, wts = model.neighbours(state, at(2.4, 1.4))
+    assert len(found) == 1 and int(found[0][0]) == 11 and float(wts[0]) == 1
+
+
 # ------------------------------------------------------------------ shapes and chunking
 
 @pytest.mark.parametrize("name", ["liif", "lte", "metasr"])

@@ -88,23 +88,20 @@ class ImplicitSR(nn.Module):
         i = torch.round(((c + 1) * n - 1) / 2).clamp_(0, n - 1)
         return i.long(), (2 * i + 1) / n - 1
 
-    def query(self, state: dict, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        """RGB in [0, 1] (unclamped) at ``coord`` (B, Q, 2) with ``cell`` (B, Q, 2).
-
-        Coordinates may be float64 (the engine's): latent look-up and offsets are then computed
-        in float64 and only the offsets are rounded to the model's precision.
-        """
+    def neighbours(self, state: dict, coord: torch.Tensor):
+        """The latents each query blends and their weights: a list of ``(idx, rel)`` (flat latent
+        index (B, Q) and offset (B, Q, 2) in LIIF's units, in ``coord``'s precision) and a list of
+        weights (B, Q) that sum to 1 — with the local ensemble, the 4 surrounding latents, each
+        weighted by the area of the rectangle between the query and the diagonally opposite one
+        (LIIF eq. 4); without it, the nearest latent alone."""
         h, w = state["hw"]
         work = state.get("dtype", torch.float32)
         size = coord.new_tensor([h, w])
-        rel_cell = (cell * size).to(work)
-        if self.cell_clip:
-            rel_cell = rel_cell.clamp(min=2 / self.cell_clip)
-        if self.local_ensemble:
-            shifts, eps = [(-1, -1), (-1, 1), (1, -1), (1, 1)], EPS_PX
-        else:
+        if not self.local_ensemble:
             shifts, eps = [(0, 0)], 0.0
-        preds, areas = [], []
+        else:
+            shifts, eps = [(-1, -1), (-1, 1), (1, -1), (1, 1)], EPS_PX
+        found, areas = [], []
         for vy, vx in shifts:
             # half an LR pixel towards the neighbour, plus a tie-breaking nudge that is a fixed
             # distance in LR pixels (so a tile and the whole image break ties alike); latents
@@ -113,14 +110,27 @@ class ImplicitSR(nn.Module):
             iy, qy = self._nearest(c[..., 0], h)
             ix, qx = self._nearest(c[..., 1], w)
             rel = (coord - torch.stack([qy, qx], dim=-1)) * size
-            preds.append(self.decode(state, iy * w + ix, rel.to(work), rel_cell))
+            found.append((iy * w + ix, rel))
             areas.append(((rel[..., 0] * rel[..., 1]).abs() + 1e-9).to(work))
-        if len(preds) == 1:
-            out = preds[0]
-        else:
-            total = sum(areas)
-            # each prediction is weighted by the area of the diagonally opposite sub-rectangle
-            out = sum(p * (a / total).unsqueeze(-1) for p, a in zip(preds, reversed(areas)))
+        if len(found) == 1:
+            return found, [torch.ones_like(areas[0])]
+        total = sum(areas)
+        return found, [a / total for a in reversed(areas)]
+
+    def query(self, state: dict, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] (unclamped) at ``coord`` (B, Q, 2) with ``cell`` (B, Q, 2).
+
+        Coordinates may be float64 (the engine's): latent look-up and offsets are then computed
+        in float64 and only the offsets are rounded to the model's precision.
+        """
+        h, w = state["hw"]
+        work = state.get("dtype", torch.float32)
+        rel_cell = (cell * coord.new_tensor([h, w])).to(work)
+        if self.cell_clip:
+            rel_cell = rel_cell.clamp(min=2 / self.cell_clip)
+        found, weights = self.neighbours(state, coord)
+        preds = [self.decode(state, idx, rel.to(work), rel_cell) for idx, rel in found]
+        out = preds[0] if len(preds) == 1 else sum(p * wt.unsqueeze(-1) for p, wt in zip(preds, weights))
         return self.finish(state, coord, out)
 
     def finish(self, state: dict, coord: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
