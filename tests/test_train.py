@@ -265,3 +265,28 @@ def test_ddp_smoke(tmp_path, data_root):
     assert '"world": 2' in proc.stdout
     st = last_state(cfg["out"])
     assert st["step"] == 4
+
+
+@pytest.mark.parametrize("path", sorted(p for p in os.listdir(os.path.join(REPO, "csr", "configs"))
+                                        if p.endswith(".yaml")))
+def test_shipped_configs_are_consistent(path):
+    """Every config builds, freezes what it names, and ships under a zoo name with a known encoder."""
+    from csr.registry import make
+    from csr.zoo import ZOO
+    cfg = load_config(os.path.join(REPO, "csr", "configs", path))
+    assert cfg["name"] == os.path.splitext(path)[0] and cfg["out"] == f"runs/{cfg['name']}"
+    with torch.device("meta"):
+        model = make(cfg["model"])
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in cfg.get("freeze", []):
+        assert any(n.startswith(prefix) for n in names), f"freeze: {prefix} matches nothing"
+        assert not all(n.startswith(prefix) for n in names), "everything frozen"
+    ship = cfg.get("ship")
+    if ship:
+        assert ship["name"] == cfg["name"] and ship["name"] in ZOO
+        assert ship.get("encoder_from") in (None, *[n for n in ZOO if ZOO[n][0] == "download"])
+    for key in ("init_from",):
+        assert cfg.get(key) in (None, *ZOO)
+    if cfg.get("distill"):
+        assert cfg["distill"]["teacher"] in ZOO
+    assert 0 < lr_at(0, cfg) <= cfg.get("optimizer", {}).get("lr", 4e-4)
