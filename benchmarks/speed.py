@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -155,20 +154,6 @@ def macs_per_px(method: str, scale: int) -> dict:
     return {"decoder": round(tot.get_total_flops() / 2 / n - e), "encoder": round(e)}
 
 
-def cpu_info() -> dict:
-    import torch
-
-    from csr.dist import cpu_has_native_bf16
-    name = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
-    except OSError:
-        pass
-    return {"model": name, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16()}
-
-
 def bf16_effect(side: int = 48, scale: int = 4) -> dict:
     """PSNR (Y, shave = scale) against the HR of a Set5 crop, fp32 vs bf16 autocast, same engine.
 
@@ -225,6 +210,7 @@ def main(argv=None) -> int:
     have_fast = FAST_MODEL in list_models(available_only=True)
     cases = CASES[:1] if a.quick else CASES
     log = (lambda *x: print(*x, file=sys.stderr, flush=True)) if a.json else print
+    from csr.dist import cpu_info
     report = {"cpu": cpu_info(), "fast_model": FAST_MODEL if have_fast else None, "cases": []}
     macs = {m: macs_per_px(m, 4) for m in ["reference", "exact"] + (["fast"] if have_fast else [])}
     t_start = time.time()

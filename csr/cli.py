@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("--config", required=True)
     t.add_argument("--resume", action="store_true")
-    t.add_argument("--minutes", type=float, help="stop after this much wall time (resume later)")
+    t.add_argument("--minutes", type=float,
+                   help="stop after this many minutes of training (validation not counted; resume later)")
     t.add_argument("--steps", type=int, help="override the config's total steps (the schedule's length)")
     t.add_argument("--stop-at", type=int, help="stop at this step; --resume continues the same schedule")
     t.add_argument("--out", help="override the run folder")

@@ -37,6 +37,15 @@ def barrier():
         dist.barrier()
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every process if ``flag`` is true on any (so all stop at the same step); alone: ``flag``."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    t = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def cleanup():
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -51,6 +60,19 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_info() -> dict:
+    """What a benchmark or a training log should say about the machine it ran on."""
+    import platform
+    name = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    return {"model": name, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16()}
 
 
 def choose_precision(requested: str, device: torch.device) -> torch.dtype | None:

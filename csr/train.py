@@ -6,6 +6,8 @@ an uninterrupted one. Checkpoints (``<out>/last.pt``: model, optimiser, EMA, RNG
 atomically; the best EMA weights by validation PSNR go to ``<out>/best.safetensors`` (decoder only
 when the config names an ``encoder_from``), which ``--ship`` copies into ``csr/weights/`` when
 it beats the shipped file. Under ``torchrun`` each process takes its share of every batch.
+``<out>/log.csv`` has a row per step: ``step, time_s`` (wall time spent training, validation
+excluded), ``loss, lr, val_psnr`` (Set5 x4 of the EMA weights by default, at ``val.every``).
 """
 from __future__ import annotations
 
@@ -86,8 +88,9 @@ def validate(model, cfg: dict) -> float:
 
 def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: bool = False,
           stop_at: int | None = None) -> dict:
-    """Run (or resume) a config; stop at ``cfg["steps"]``, after ``minutes`` of wall time, or at
-    step ``stop_at`` (the schedule still follows ``cfg["steps"]``, so a later resume continues it)."""
+    """Run (or resume) a config; stop at ``cfg["steps"]``, after ``minutes`` more of training
+    (validation not counted), or at step ``stop_at`` (the schedule still follows ``cfg["steps"]``,
+    so a later resume continues it)."""
     rank, world, device = dist.init()
     out = Path(cfg["out"])
     seed = cfg.get("seed", 0)
@@ -126,7 +129,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         print("train:", json.dumps(log), flush=True)
     ema_decay, clip = cfg.get("ema", 0.999), cfg.get("grad_clip", 0.0)
     val_every, save_every = cfg.get("val", {}).get("every", 500), cfg.get("save_every", 100)
-    deadline = time.time() + 60 * minutes if minutes else math.inf
+    budget = t_used + 60 * minutes if minutes else math.inf   # in training seconds (validation excluded)
     saved = step
 
     def save(at: int):
@@ -142,7 +145,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
                mininterval=cfg.get("progress_interval", 1.0))
     t0 = time.time() - t_used
     last = min(cfg["steps"], stop_at or cfg["steps"])
-    while step < last and time.time() < deadline:
+    while step < last and not dist.any_rank(rank == 0 and time.time() - t0 >= budget):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         b = {k: v.to(device) for k, v in _batch(ds, step, cfg.get("batch_size", 16), rank, world, seed).items()}
@@ -175,7 +178,9 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         row = {"step": step, "time_s": round(time.time() - t0, 1), "loss": round(loss.item(), 5),
                "lr": lr_at(step - 1, cfg), "val_psnr": ""}
         if step % val_every == 0 or step == cfg["steps"]:
+            t_val = time.time()
             row["val_psnr"] = round(validate(ema, cfg), 4)
+            t0 += time.time() - t_val  # time_s counts training only, so curves compare across cadences
             if row["val_psnr"] > best:
                 best = row["val_psnr"]
                 export(ema, cfg, out / "best.safetensors", val_psnr=best, step=step, hours=row["time_s"] / 3600)
@@ -183,7 +188,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         if step % save_every == 0 or step == cfg["steps"] or row["val_psnr"] != "":
             save(step)
     bar.close()
-    if rank == 0 and time.time() >= deadline and best == -math.inf and step > 0:
+    if rank == 0 and time.time() - t0 >= budget and best == -math.inf and step > 0:
         # the time budget ran out before the first validation: measure what there is
         best = round(validate(ema, cfg), 4)
         export(ema, cfg, out / "best.safetensors", val_psnr=best, step=step, hours=(time.time() - t0) / 3600)
