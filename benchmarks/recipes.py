@@ -24,7 +24,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
-RECIPES = ["csr/configs/scratch-naive.yaml", "csr/configs/liif-edsr-baseline-scratch.yaml"]
+RECIPES = ["csr/configs/scratch-naive.yaml", "csr/configs/liif-edsr-baseline-scratch.yaml",
+           "csr/configs/scratch-patch32.yaml"]
 CHECKPOINTS = [15, 29, 43]                       # minutes at which the issue quotes the naive curve
 QUOTED = {"minutes": CHECKPOINTS, "psnr": [29.9, 30.6, 30.9],
           "label": "naive recipe, Zen 4 with native bf16 (quoted, not measured here)"}
