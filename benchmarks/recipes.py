@@ -73,17 +73,24 @@ def collect(configs: list[str]) -> list[dict]:
     return rows
 
 
-def at_minutes(rows: list[dict], recipe: str, minutes: float):
-    """The last validation at or before ``minutes`` (None if the run had none by then or stopped before)."""
+def at_minutes(rows: list[dict], recipe: str, minutes: float, trained: float):
+    """PSNR at ``minutes`` of training, linearly interpolated between the validations around it
+    (recipes validate at different cadences); None if the run has not trained that long."""
     mine = [r for r in rows if r["recipe"] == recipe]
-    if not mine or mine[-1]["minutes"] < minutes * 0.97:
+    if not mine or trained < minutes or mine[-1]["minutes"] < minutes or mine[0]["minutes"] > minutes:
         return None
-    before = [r for r in mine if r["minutes"] <= minutes]
-    return before[-1] if before else None
+    after = next(i for i, r in enumerate(mine) if r["minutes"] >= minutes)
+    hi = mine[after]
+    lo = mine[after - 1] if after else hi
+    if hi["minutes"] == lo["minutes"]:
+        return hi["val_psnr"]
+    f = (minutes - lo["minutes"]) / (hi["minutes"] - lo["minutes"])
+    return lo["val_psnr"] + f * (hi["val_psnr"] - lo["val_psnr"])
 
 
 def markdown(rows: list[dict], cpu: dict) -> str:
     recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+    trained = {r["recipe"]: trained_minutes(run_dir(r["config"])) for r in rows}
     lines = ["# Sample efficiency: LIIF + EDSR-baseline from scratch", "",
              f"CPU: {cpu['model']}, {cpu['cores']} cores, {cpu['threads']} torch threads, capability "
              f"{cpu['capability']}, native bf16: {cpu['native_bf16']} (so training ran in "
@@ -94,13 +101,14 @@ def markdown(rows: list[dict], cpu: dict) -> str:
     for name in recipes:
         cells = []
         for m in CHECKPOINTS:
-            r = at_minutes(rows, name, m)
-            cells.append("–" if r is None else f"{r['val_psnr']:.2f} (step {r['step']})")
+            v = at_minutes(rows, name, m, trained[name])
+            cells.append("–" if v is None else f"{v:.2f}")
         last = [r for r in rows if r["recipe"] == name][-1]
         cells.append(f"{last['val_psnr']:.2f} at {last['minutes']:.0f} min (step {last['step']})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("| " + QUOTED["label"] + " | " + " | ".join(f"{p:.1f}" for p in QUOTED["psnr"]) + " | – |")
-    lines += ["", "PSNR at a time: the last validation at or before it (`–`: the run had not got there). "
+    lines += ["", "PSNR at a time: interpolated between the validations before and after it (`–`: the run "
+              "has not trained that long). "
               "Configs: " + ", ".join(f"`{r}`" for r in dict.fromkeys(x["config"] for x in rows)) + "."]
     return "\n".join(lines)
 

@@ -212,6 +212,9 @@ def main(argv=None) -> int:
 
     from csr.zoo import list_models
     have_fast = FAST_MODEL in list_models(available_only=True)
+    if a.big_only and (a.quick or a.no_write or not (RESULTS / "speed.json").is_file()):
+        p.error("--big-only merges one row into results/speed.json: run the full benchmark first, "
+                "and do not combine it with --quick or --no-write")
     cases = CASES[:1] if a.quick else [c for c in CASES if c[0] == BIG] if a.big_only else CASES
     a.exact_big = a.exact_big or a.big_only
     log = (lambda *x: print(*x, file=sys.stderr, flush=True)) if a.json else print

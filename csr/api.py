@@ -81,10 +81,20 @@ def get_model(model, device: torch.device):
     or a module as given."""
     if isinstance(model, torch.nn.Module):
         return model.to(device).eval()
+    return _cached_model(str(model), str(device), _stamp(model))
+
+
+def _stamp(model) -> tuple:
+    """Identity of the files behind a name or path: the checkpoint and the encoder it names."""
+    from .registry import read_checkpoint
     from .zoo import ZOO, checkpoint_path
     path = checkpoint_path(model, must_exist=False) if model in ZOO else Path(str(model))
-    stamp = (path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None
-    return _cached_model(str(model), str(device), stamp)
+    try:
+        st = path.stat()
+        base = read_checkpoint(path, header_only=True)[2].get("encoder_from")
+    except (OSError, ValueError):
+        return (None,)
+    return ((st.st_mtime_ns, st.st_size),) + (_stamp(base) if base in ZOO else ())
 
 
 def _upscale_float(rgb: np.ndarray, out_hw, model, device, tile, dtype, progress) -> np.ndarray:

@@ -26,7 +26,8 @@ def super_resolve(model, lr: np.ndarray, out_hw, device=None, self_ensemble: boo
     """LR uint8 HxWx3 -> float HxWx3 in [0, 1] at ``out_hw``; ``model`` a module or ``"bicubic"``.
 
     The path ``csr.upscale`` takes (same resize, same engine), so measured numbers are what users
-    get. ``self_ensemble``: average over the 8 flips/transposes (reported separately, never by default).
+    get. ``self_ensemble``: average over the 8 flips/transposes, each clipped to [0, 1] as
+    ``csr.upscale`` returns it (reported separately, never by default).
     """
     if isinstance(model, str) and model != "bicubic":
         raise ValueError(f"unknown non-learned model {model!r}")
@@ -38,7 +39,8 @@ def super_resolve(model, lr: np.ndarray, out_hw, device=None, self_ensemble: boo
     for t in views:
         swapped = (t >= 4) != (t % 2 == 1)   # a transpose or a quarter turn, not both
         hw = tuple(out_hw)[::-1] if swapped else tuple(out_hw)
-        sr = _upscale_float(_dihedral(rgb, t), hw, model, device, tile="auto", dtype=None, progress=False)
+        # whole images (benchmark images fit in memory; tiles would re-encode wide margins)
+        sr = _upscale_float(_dihedral(rgb, t), hw, model, device, tile=None, dtype=None, progress=False)
         total = total + _dihedral_inv(sr, t)
     return total / len(views)
 

@@ -341,11 +341,12 @@ def _pil_from(color: np.ndarray, alpha: np.ndarray | None) -> PILImage.Image:
     return PILImage.fromarray(np.ascontiguousarray(a))
 
 
-def to_pil(img: Image) -> PILImage.Image:
+def to_pil(img: Image, eight_bit: bool = False) -> PILImage.Image:
     """Best-effort PIL image in kind: L/LA/RGB/RGBA, or I;16 for 16-bit gray without alpha.
-    16-bit colour or 16-bit with alpha (no PIL mode for them) comes back as 8-bit."""
+    16-bit colour or 16-bit with alpha (no PIL mode for them) comes back as 8-bit, and so does
+    everything with ``eight_bit`` (for display: PIL's conversions clip I;16 instead of scaling)."""
     color = img.rgb[..., 0] if img.grayscale else img.rgb
-    if img.bit_depth == 16 and img.grayscale and img.alpha is None:
+    if img.bit_depth == 16 and img.grayscale and img.alpha is None and not eight_bit:
         return _pil_from(color, None)
     alpha = None if img.alpha is None else _to_depth(img.alpha, 8)
     return _pil_from(_to_depth(color, 8), alpha)

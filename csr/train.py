@@ -139,6 +139,18 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
         saved = at
 
+    def validate_into(row: dict):
+        """Validate the EMA weights into ``row``; validation time is not training time."""
+        nonlocal t0, best, validated
+        t_val = time.time()
+        row["val_psnr"] = round(validate(ema, cfg), 4)
+        t0 += time.time() - t_val
+        validated = row["step"]
+        if row["val_psnr"] > best:
+            best = row["val_psnr"]
+            export(ema, cfg, out / "best.safetensors", val_psnr=best, step=row["step"], hours=row["time_s"] / 3600)
+
+    validated = None
     if cfg.get("batch_size", 16) % world:
         raise ValueError(f"batch_size {cfg.get('batch_size', 16)} is not divisible by {world} processes")
     bar = tqdm(total=cfg["steps"], initial=step, disable=rank != 0, desc=out.name, unit="step",
@@ -178,22 +190,18 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         row = {"step": step, "time_s": round(time.time() - t0, 1), "loss": round(loss.item(), 5),
                "lr": lr_at(step - 1, cfg), "val_psnr": ""}
         if step % val_every == 0 or step == cfg["steps"]:
-            t_val = time.time()
-            row["val_psnr"] = round(validate(ema, cfg), 4)
-            t0 += time.time() - t_val  # time_s counts training only, so curves compare across cadences
-            if row["val_psnr"] > best:
-                best = row["val_psnr"]
-                export(ema, cfg, out / "best.safetensors", val_psnr=best, step=step, hours=row["time_s"] / 3600)
+            validate_into(row)
         _log_row(out / "log.csv", row)
         if step % save_every == 0 or step == cfg["steps"] or row["val_psnr"] != "":
             save(step)
     bar.close()
-    if rank == 0 and time.time() - t0 >= budget and best == -math.inf and step > 0:
-        # the time budget ran out before the first validation: measure what there is
-        best = round(validate(ema, cfg), 4)
-        export(ema, cfg, out / "best.safetensors", val_psnr=best, step=step, hours=(time.time() - t0) / 3600)
-        _log_row(out / "log.csv", {"step": step, "time_s": round(time.time() - t0, 1), "loss": "",
-                                   "lr": lr_at(step - 1, cfg), "val_psnr": best})
+    if rank == 0 and step > 0 and validated != step and time.time() - t0 >= budget:
+        # stopped by the time budget between validations: measure where it stopped, so a budgeted
+        # run always ends with a validation (curves compared at equal time need it)
+        row = {"step": step, "time_s": round(time.time() - t0, 1), "loss": "", "lr": lr_at(step - 1, cfg),
+               "val_psnr": ""}
+        validate_into(row)
+        _log_row(out / "log.csv", row)
         save(step)
     if rank == 0 and saved != step:  # stopped by stop_at or the time budget: keep the progress
         save(step)

@@ -134,7 +134,7 @@ def _kind(img: io.Image) -> str:
     return f"{colour}{' + alpha' if img.alpha is not None else ''}, {img.bit_depth}-bit"
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)   # the current upload and the one before: bounded memory
 def _decode(path: str, stamp) -> io.Image:
     return io.load(path)
 
@@ -156,11 +156,10 @@ def preview(path):
     """A small copy of the upload for display (at most PREVIEW_SIDE pixels a side), or None
     (``plan`` reports why the file cannot be read)."""
     try:
-        img = io.to_pil(_load(path)) if path else None
+        img = io.to_pil(_load(path), eight_bit=True) if path else None
     except gr.Error:
         return None
     if img is not None and max(img.size) > PREVIEW_SIDE:
-        img = img.convert("RGBA" if img.mode in ("LA", "RGBA") else "RGB")
         img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     return img
 

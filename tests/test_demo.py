@@ -125,9 +125,12 @@ def test_uploads_are_decoded_once_and_previewed_small(tmp_path, monkeypatch):
     small = app.preview(src)
     assert len(calls) == 1
     assert small.size == (app.PREVIEW_SIDE, 273) and small.mode == "RGBA"
+    deep = write_image(tmp_path / "deep.png", 1200, 300, "I;16")  # scaled to 8 bits, not clipped
+    shown = np.asarray(app.preview(deep))
+    assert shown.shape == (256, 1024) and 100 < shown.mean() < 155
     write_image(src, 30, 20, "RGB")  # a new file at the same path is read again
     os.utime(src, ns=(10**9, 10**9))
-    assert "Input 30 x 20" in app.plan(src, 2, 0, 0) and len(calls) == 2
+    assert "Input 30 x 20" in app.plan(src, 2, 0, 0) and len(calls) == 3
 
 
 def test_start_up_without_the_downloaded_weights(monkeypatch):

@@ -290,3 +290,38 @@ def test_shipped_configs_are_consistent(path):
     if cfg.get("distill"):
         assert cfg["distill"]["teacher"] in ZOO
     assert 0 < lr_at(0, cfg) <= cfg.get("optimizer", {}).get("lr", 4e-4)
+
+
+def test_training_time_excludes_validation_and_a_budget_ends_validated(tmp_path, data_root, monkeypatch):
+    import time
+
+    import csr.train as T
+    calls = []
+
+    def slow_validate(model, cfg):
+        calls.append(1)
+        time.sleep(0.6)
+        return 20.0 + len(calls)
+
+    monkeypatch.setattr(T, "validate", slow_validate)
+    cfg = tiny_cfg(tmp_path, data_root, steps=4, val={"every": 2})
+    t = time.time()
+    train(cfg)
+    wall = time.time() - t
+    rows = log_rows(cfg["out"])
+    assert [r["step"] for r in rows if r["val_psnr"]] == ["2", "4"] and len(calls) == 2
+    assert float(rows[-1]["time_s"]) < wall - 1.1              # the 1.2 s of validation is left out
+    assert last_state(cfg["out"])["time"] == pytest.approx(float(rows[-1]["time_s"]), abs=0.2)
+
+    # a budget of training time stops between validations: the run still ends validated, and a
+    # resumed run's budget counts from the training time already spent
+    cfg = tiny_cfg(tmp_path, data_root, name="budget", steps=50, val={"every": 1000})
+    train(cfg, minutes=1e-6)
+    rows = log_rows(cfg["out"])
+    assert rows[-1]["val_psnr"] and int(rows[-1]["step"]) >= 1
+    first = last_state(cfg["out"])
+    assert first["step"] == int(rows[-1]["step"]) < 50 and first["time"] < 0.6
+    train(cfg, resume=True, minutes=1e-6)
+    second = last_state(cfg["out"])
+    assert first["step"] < second["step"] < 50 and second["time"] < 1.2
+    assert log_rows(cfg["out"])[-1]["val_psnr"]

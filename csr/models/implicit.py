@@ -88,12 +88,13 @@ class ImplicitSR(nn.Module):
         i = torch.round(((c + 1) * n - 1) / 2).clamp_(0, n - 1)
         return i.long(), (2 * i + 1) / n - 1
 
-    def neighbours(self, state: dict, coord: torch.Tensor):
+    def neighbours(self, state: dict, coord: torch.Tensor, cell: torch.Tensor | None = None):
         """The latents each query blends and their weights: a list of ``(idx, rel)`` (flat latent
         index (B, Q) and offset (B, Q, 2) in LIIF's units, in ``coord``'s precision) and a list of
         weights (B, Q) that sum to 1 — with the local ensemble, the 4 surrounding latents, each
         weighted by the area of the rectangle between the query and the diagonally opposite one
-        (LIIF eq. 4); without it, the nearest latent alone."""
+        (LIIF eq. 4); without it, the nearest latent alone. (``cell`` is unused here; MetaSR,
+        which picks its latent by the cell's corner, needs it.)"""
         h, w = state["hw"]
         work = state.get("dtype", torch.float32)
         size = coord.new_tensor([h, w])

@@ -24,18 +24,25 @@ class MetaSR(ImplicitSR):
         b, c, h, w = feat.shape
         return {"feat": F.unfold(feat, 3, padding=1).view(b, c * 9, h * w).transpose(1, 2)}
 
-    def query(self, state, coord, cell):
-        # the query's pixel is located by its top-left corner, as in the LIIF re-implementation
+    def neighbours(self, state, coord, cell=None):
+        """The one latent a query uses: the LR pixel its output pixel's top-left corner falls in
+        (as in the LIIF re-implementation), weight 1; offsets of that corner in LR pixels."""
+        if cell is None:
+            raise ValueError("MetaSR locates a query by its cell's corner: pass cell")
         h, w = state["hw"]
-        size = coord.new_tensor([h, w])
         corner = coord - cell / 2
         c = corner + coord.new_tensor([EPS_PX / h, EPS_PX / w])  # _nearest clamps to the map
         iy, qy = self._nearest(c[..., 0], h)
         ix, qx = self._nearest(c[..., 1], w)
-        rel = (corner - torch.stack([qy, qx], dim=-1)) * size / 2
+        rel = (corner - torch.stack([qy, qx], dim=-1)) * coord.new_tensor([h, w]) / 2
+        return [(iy * w + ix, rel)], [torch.ones_like(rel[..., 0])]
+
+    def query(self, state, coord, cell):
+        h = state["hw"][0]
+        (idx, rel), = self.neighbours(state, coord, cell)[0]
         inv_scale = cell[..., :1] * h / 2
         weights = self.imnet(torch.cat([rel, inv_scale], dim=-1).to(state.get("dtype", torch.float32)))
-        latent = self.gather(state["feat"], iy * w + ix)
+        latent = self.gather(state["feat"], idx)
         b, q, k = latent.shape
         out = torch.bmm(latent.reshape(b * q, 1, k), weights.reshape(b * q, k, 3)).view(b, q, 3)
         return self.finish(state, coord, out)
