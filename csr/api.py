@@ -90,11 +90,11 @@ def _stamp(model) -> tuple:
     from .zoo import ZOO, checkpoint_path
     path = checkpoint_path(model, must_exist=False) if model in ZOO else Path(str(model))
     try:
-        st = path.stat()
+        stamp = io.file_stamp(path)
         base = read_checkpoint(path, header_only=True)[2].get("encoder_from")
     except (OSError, ValueError):
         return (None,)
-    return ((st.st_mtime_ns, st.st_size),) + (_stamp(base) if base in ZOO else ())
+    return (stamp,) + (_stamp(base) if base in ZOO else ())
 
 
 def _upscale_float(rgb: np.ndarray, out_hw, model, device, tile, dtype, progress) -> np.ndarray:

@@ -341,6 +341,12 @@ def _pil_from(color: np.ndarray, alpha: np.ndarray | None) -> PILImage.Image:
     return PILImage.fromarray(np.ascontiguousarray(a))
 
 
+def file_stamp(path) -> tuple[int, int]:
+    """``(mtime_ns, size)`` of a file: part of a cache key, so a rewritten file is read again."""
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
 def to_pil(img: Image, eight_bit: bool = False) -> PILImage.Image:
     """Best-effort PIL image in kind: L/LA/RGB/RGBA, or I;16 for 16-bit gray without alpha.
     16-bit colour or 16-bit with alpha (no PIL mode for them) comes back as 8-bit, and so does

@@ -145,8 +145,7 @@ def _load(path) -> io.Image:
     if not path:
         raise gr.Error("Upload an image first.")
     try:
-        st = os.stat(path)
-        return _decode(str(path), (st.st_mtime_ns, st.st_size))
+        return _decode(str(path), io.file_stamp(path))
     except (ValueError, OSError) as e:
         # the loader names the file by its server path; show the user's file name instead
         raise gr.Error(f"Cannot read this file: {str(e).replace(str(path), Path(path).name)}") from None
