@@ -8,6 +8,8 @@ when the config names an ``encoder_from``), which ``--ship`` copies into ``csr/w
 it beats the shipped file. Under ``torchrun`` each process takes its share of every batch.
 ``<out>/log.csv`` has a row per step: ``step, time_s`` (wall time spent training, validation
 excluded), ``loss, lr, val_psnr`` (Set5 x4 of the EMA weights by default, at ``val.every``).
+With a frozen encoder and/or a teacher, ``replay: {slots, reuse}`` trains on each batch and its
+frozen outputs ``reuse`` times (``csr/data/replay.py``), still a function of the step alone.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import dist
+from .data.replay import BatchReplay
 from .data.train import RandomScaleSR
 from .registry import atomic_write, make, read_checkpoint, save_checkpoint
 
@@ -123,10 +126,26 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
     shared = _shares_frozen_encoder(model, teacher)
     amp = dist.choose_precision(cfg.get("precision", "auto"), device)
     log = {"precision": str(amp or "fp32"), "device": str(device), "world": world,
-           "cpu_native_bf16": dist.cpu_has_native_bf16(), "threads": torch.get_num_threads()}
+           "cpu_native_bf16": dist.cpu_has_native_bf16(), "threads": torch.get_num_threads(),
+           "replay": cfg.get("replay")}
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         print("train:", json.dumps(log), flush=True)
+    ctx = torch.autocast(device.type, dtype=amp) if amp else nullcontext()
+
+    def frozen_batch(g: int) -> dict:
+        """Generated batch ``g`` with what the networks that do not learn make of it."""
+        b = {k: v.to(device) for k, v in _batch(ds, g, cfg.get("batch_size", 16), rank, world, seed).items()}
+        with torch.no_grad(), ctx:
+            if shared:  # the student's frozen encoder is the teacher's: run it once for both
+                b["feat"] = teacher.encoder((b["lr"] - teacher.input_mean) / teacher.input_std).float()
+            if teacher is not None:
+                b["target"] = teacher(b["lr"], b["coord"], b["cell"], feat=b.get("feat")).float()
+        return b
+
+    rep = cfg.get("replay")
+    batch_at = (BatchReplay(out / "replay" / f"rank{rank}", frozen_batch, rep.get("slots", 256), rep.get("reuse", 4))
+                if rep else lambda step, _device: frozen_batch(step))
     ema_decay, clip = cfg.get("ema", 0.999), cfg.get("grad_clip", 0.0)
     val_every, save_every = cfg.get("val", {}).get("every", 500), cfg.get("save_every", 100)
     budget = t_used + 60 * minutes if minutes else math.inf   # in training seconds (validation excluded)
@@ -160,19 +179,12 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
     while step < last and not dist.any_rank(rank == 0 and time.time() - t0 >= budget):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        b = {k: v.to(device) for k, v in _batch(ds, step, cfg.get("batch_size", 16), rank, world, seed).items()}
-        ctx = torch.autocast(device.type, dtype=amp) if amp else nullcontext()
-        feat = None
-        if shared:  # the student's frozen encoder is the teacher's: run it once for both
-            with torch.no_grad(), ctx:
-                feat = teacher.encoder((b["lr"] - teacher.input_mean) / teacher.input_std)
+        b = batch_at(step, device)
         with ctx:
-            pred = ddp(b["lr"], b["coord"], b["cell"], feat=feat)
+            pred = ddp(b["lr"], b["coord"], b["cell"], feat=b.get("feat"))
         loss = F.l1_loss(pred.float(), b["gt"])
         if teacher is not None:
-            with torch.no_grad(), ctx:
-                target = teacher(b["lr"], b["coord"], b["cell"], feat=feat).float()
-            loss = loss + distill_w * F.l1_loss(pred.float(), target)
+            loss = loss + distill_w * F.l1_loss(pred.float(), b["target"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip:

@@ -325,3 +325,61 @@ def test_training_time_excludes_validation_and_a_budget_ends_validated(tmp_path,
     second = last_state(cfg["out"])
     assert first["step"] < second["step"] < 50 and second["time"] < 1.2
     assert log_rows(cfg["out"])[-1]["val_psnr"]
+
+
+# ------------------------------------------------------------------ replay of frozen work
+def test_replay_schedule_and_stale_slots(tmp_path):
+    from csr.data.replay import BatchReplay
+    made = []
+
+    def make(g):
+        made.append(g)
+        return {"x": torch.full((2,), float(g))}
+    rep = BatchReplay(tmp_path / "r", make, slots=3, reuse=2)
+    assert [rep.gen(s) for s in range(13)] == [0, 1, 2, 0, 1, 2, 3, 4, 5, 3, 4, 5, 6]
+    got = [int(rep(s, "cpu")["x"][0]) for s in range(9)]
+    assert got == [rep.gen(s) for s in range(9)]
+    assert made == [0, 1, 2, 3, 4, 5]                      # each generated batch made once, used twice
+    (tmp_path / "r" / "slot00001.pt").write_bytes(b"torn")  # a broken slot is rebuilt, not trusted
+    fresh = BatchReplay(tmp_path / "r", make, slots=3, reuse=2)
+    assert int(fresh(10, "cpu")["x"][0]) == 4 and made[-1] == 4
+    assert int(fresh(11, "cpu")["x"][0]) == 5 and made[-1] == 4   # slot 2 on disk is current
+    with pytest.raises(ValueError, match="reuse"):
+        BatchReplay(tmp_path / "r", make, slots=3, reuse=0)
+
+
+def _distill_cfg(tmp_path, data_root, name, **over):
+    return tiny_cfg(tmp_path, data_root, name=name, freeze=["encoder."], save_every=3,
+                    distill={"teacher": "tiny-teacher", "weight": 1.0}, **over)
+
+
+@pytest.fixture
+def tiny_teacher(monkeypatch, tmp_path, data_root):
+    """The zoo's teacher replaced by a tiny LIIF whose encoder is the student's (same seed)."""
+    import csr.zoo
+
+    def create_model(name, device=None):
+        assert name == "tiny-teacher"
+        torch.manual_seed(0)
+        return build(tiny_cfg(tmp_path, data_root)).to(device or "cpu").eval()
+    monkeypatch.setattr(csr.zoo, "create_model", create_model)
+
+
+def test_replay_reuse_one_is_the_plain_run_and_resume_is_exact(tmp_path, data_root, tiny_teacher):
+    plain = train(_distill_cfg(tmp_path, data_root, "plain"))
+    once = train(_distill_cfg(tmp_path, data_root, "once", replay={"slots": 2, "reuse": 1}))
+    assert plain["replay"] is None and once["replay"] == {"slots": 2, "reuse": 1}
+    assert [r["loss"] for r in log_rows(tmp_path / "plain")] == [r["loss"] for r in log_rows(tmp_path / "once")]
+    straight = _distill_cfg(tmp_path, data_root, "twice", replay={"slots": 2, "reuse": 2})
+    train(straight)
+    losses = [float(r["loss"]) for r in log_rows(tmp_path / "twice")]
+    assert losses != [float(r["loss"]) for r in log_rows(tmp_path / "plain")]   # batches 0, 1 came back
+    assert len(list((tmp_path / "twice" / "replay" / "rank0").glob("slot*.pt"))) == 2
+    split = _distill_cfg(tmp_path, data_root, "split", replay={"slots": 2, "reuse": 2})
+    train(split, stop_at=3)
+    (tmp_path / "split" / "replay" / "rank0" / "slot00000.pt").unlink()   # e.g. a new machine: rebuilt
+    train(split, resume=True)
+    assert [r["loss"] for r in log_rows(tmp_path / "split")] == [r["loss"] for r in log_rows(tmp_path / "twice")]
+    a, b = last_state(tmp_path / "twice"), last_state(tmp_path / "split")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
