@@ -144,8 +144,10 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         return b
 
     rep = cfg.get("replay")
-    batch_at = (BatchReplay(out / "replay" / f"rank{rank}", frozen_batch, rep.get("slots", 256), rep.get("reuse", 4))
-                if rep else lambda step, _device: frozen_batch(step))
+    key = {k: cfg.get(k) for k in ("data", "batch_size", "seed", "distill", "init_from", "freeze")}
+    key.update(world=world, precision=str(amp), data_root=str(cfg.get("data_root")))
+    batch_at = (BatchReplay(out / "replay" / f"rank{rank}", frozen_batch, rep.get("slots", 256),
+                            rep.get("reuse", 4), key) if rep else lambda step, _device: frozen_batch(step))
     ema_decay, clip = cfg.get("ema", 0.999), cfg.get("grad_clip", 0.0)
     val_every, save_every = cfg.get("val", {}).get("every", 500), cfg.get("save_every", 100)
     budget = t_used + 60 * minutes if minutes else math.inf   # in training seconds (validation excluded)
@@ -217,6 +219,8 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         save(step)
     if rank == 0 and saved != step:  # stopped by stop_at or the time budget: keep the progress
         save(step)
+    if rep and step == cfg["steps"]:
+        batch_at.clear()
     if rank == 0 and ship:
         ship_weights(cfg, out / "best.safetensors")
     dist.cleanup()
