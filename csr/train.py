@@ -147,7 +147,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
     key = {k: cfg.get(k) for k in ("data", "batch_size", "seed", "distill", "init_from", "freeze")}
     key.update(world=world, precision=str(amp), data_root=str(cfg.get("data_root")))
     batch_at = (BatchReplay(out / "replay" / f"rank{rank}", frozen_batch, rep.get("slots", 256),
-                            rep.get("reuse", 4), key) if rep else lambda step, _device: frozen_batch(step))
+                            rep.get("reuse", 4), key, device) if rep else frozen_batch)
     ema_decay, clip = cfg.get("ema", 0.999), cfg.get("grad_clip", 0.0)
     val_every, save_every = cfg.get("val", {}).get("every", 500), cfg.get("save_every", 100)
     budget = t_used + 60 * minutes if minutes else math.inf   # in training seconds (validation excluded)
@@ -181,7 +181,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
     while step < last and not dist.any_rank(rank == 0 and time.time() - t0 >= budget):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        b = batch_at(step, device)
+        b = batch_at(step)
         with ctx:
             pred = ddp(b["lr"], b["coord"], b["cell"], feat=b.get("feat"))
         loss = F.l1_loss(pred.float(), b["gt"])

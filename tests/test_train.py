@@ -337,17 +337,17 @@ def test_replay_schedule_and_stale_slots(tmp_path):
         return {"x": torch.full((2,), float(g)), "noise": torch.randn(5, generator=torch.Generator().manual_seed(g))}
     rep = BatchReplay(tmp_path / "r", make, slots=3, reuse=2, key={"batch_size": 2})
     assert [rep.gen(s) for s in range(13)] == [0, 1, 2, 0, 1, 2, 3, 4, 5, 3, 4, 5, 6]
-    got = [int(rep(s, "cpu")["x"][0]) for s in range(9)]
+    got = [int(rep(s)["x"][0]) for s in range(9)]
     assert got == [rep.gen(s) for s in range(9)]
     assert made == [0, 1, 2, 3, 4, 5]                      # each generated batch made once, used twice
-    assert torch.equal(rep(9, "cpu")["noise"], make(3)["noise"])   # read back bit for bit
+    assert torch.equal(rep(9)["noise"], make(3)["noise"])   # read back bit for bit
     (tmp_path / "r" / "slot00001.pt").write_bytes(b"torn")  # a broken slot is rebuilt, not trusted
     fresh = BatchReplay(tmp_path / "r", make, slots=3, reuse=2, key={"batch_size": 2})
     n = len(made)
-    assert int(fresh(10, "cpu")["x"][0]) == 4 and made[n:] == [4]
-    assert int(fresh(11, "cpu")["x"][0]) == 5 and made[n:] == [4]   # slot 2 on disk is current
+    assert int(fresh(10)["x"][0]) == 4 and made[n:] == [4]
+    assert int(fresh(11)["x"][0]) == 5 and made[n:] == [4]   # slot 2 on disk is current
     other = BatchReplay(tmp_path / "r", make, slots=3, reuse=2, key={"batch_size": 4})
-    assert int(other(11, "cpu")["x"][0]) == 5 and made[n:] == [4, 5]  # made under another key: rebuilt
+    assert int(other(11)["x"][0]) == 5 and made[n:] == [4, 5]  # made under another key: rebuilt
     other.clear()
     assert not (tmp_path / "r").exists()
     with pytest.raises(ValueError, match="reuse"):
