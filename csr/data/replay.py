@@ -2,7 +2,7 @@
 
 When the encoder is frozen and a teacher supplies targets (the fast decoder, decoders trained on a
 downloaded encoder), most of a step is spent in networks that do not learn: on the 2-core machines
-a step that runs the encoder and the LIIF teacher took 2.33 s, one that reads their outputs back 0.73 s
+a step that runs the encoder and the LIIF teacher took 2.40 s, one that reads their outputs back 0.73 s
 (lmf-edsr-baseline's log). Those outputs depend only on the batch,
 so a batch generated once (crop, scale, queries, encoder features, teacher targets) can be trained on
 several times. This keeps ``slots`` batches on disk; step ``s`` trains on generated batch::
