@@ -8,6 +8,8 @@ when the config names an ``encoder_from``), which ``--ship`` copies into ``csr/w
 it beats the shipped file. Under ``torchrun`` each process takes its share of every batch.
 ``<out>/log.csv`` has a row per step: ``step, time_s`` (wall time spent training, validation
 excluded), ``loss, lr, val_psnr`` (Set5 x4 of the EMA weights by default, at ``val.every``).
+``init_from`` (a zoo name or a checkpoint path) loads the weights whose names start with one of
+``init_prefixes`` (default: the encoder's) before step 0; parameters under ``freeze`` stay fixed.
 With a frozen encoder and/or a teacher, ``replay: {slots, reuse}`` trains on each batch and its
 frozen outputs ``reuse`` times (``csr/data/replay.py``), still a function of the step alone.
 """
@@ -67,8 +69,8 @@ def build(cfg: dict) -> torch.nn.Module:
     model = make(cfg["model"])
     init = cfg.get("init_from")
     if init:
-        from .zoo import checkpoint_path
-        _, sd, _ = read_checkpoint(checkpoint_path(init, download=cfg.get("download")))
+        from .zoo import read_full
+        _, sd, _ = read_full(init, download=cfg.get("download"))   # a zoo name or a checkpoint path
         prefixes = tuple(cfg.get("init_prefixes", ["encoder."]))
         missing = model.load_state_dict({k: v for k, v in sd.items() if k.startswith(prefixes)}, strict=False)
         if missing.unexpected_keys:

@@ -62,14 +62,24 @@ def checkpoint_path(name: str, must_exist: bool = True, download: bool | None = 
     return path
 
 
-def load_model(path, download: bool | None = None) -> torch.nn.Module:
-    """Build a model from a csr checkpoint file, pulling a named encoder if it sits on one."""
+def read_full(name_or_path, download: bool | None = None) -> tuple[dict, dict, dict]:
+    """``(spec, state_dict, extra)`` of a zoo name or a ``.safetensors`` path, with the encoder's
+    weights pulled in when the checkpoint sits on a named one (``encoder_from``)."""
+    path = name_or_path
+    if not str(name_or_path).endswith(".safetensors"):
+        path = checkpoint_path(str(name_or_path), download=download)
     spec, sd, extra = read_checkpoint(path)
-    model = make(spec)
     base = extra.get("encoder_from")
     if base:
         _, base_sd, _ = read_checkpoint(checkpoint_path(base, download=download))
         sd = {**{k: v for k, v in base_sd.items() if k.startswith("encoder.")}, **sd}
+    return spec, sd, extra
+
+
+def load_model(path, download: bool | None = None) -> torch.nn.Module:
+    """Build a model from a csr checkpoint file, pulling a named encoder if it sits on one."""
+    spec, sd, extra = read_full(path, download)
+    model = make(spec)
     model.load_state_dict(sd)
     model.meta = {"spec": spec, **extra}
     return model.eval()

@@ -31,11 +31,17 @@ def tiny():
     return make(TINY).eval()
 
 
-@pytest.mark.parametrize("spec", [TINY, TINY_LTE, TINY_LMF], ids=["liif", "lte", "lmf"])
+TINY_LMF_PIX = {"name": "lmf", "args": {**TINY_LMF["args"], "pixel_rel": True}}
+
+
+@pytest.mark.parametrize("spec", [TINY, TINY_LTE, TINY_LMF, TINY_LMF_PIX], ids=["liif", "lte", "lmf", "lmf-pixel"])
 @pytest.mark.parametrize("out_hw", [(77, 101), (150, 60), (3 * 29, 3 * 35)])
 def test_tiled_equals_untiled(spec, out_hw):
     torch.manual_seed(1)
     model = make(spec).eval()
+    with torch.no_grad():   # no zero-initialised part (lmf's pixel_rel head) may stay inert
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
     lr = torch.rand(1, 3, 29, 35)
     whole = upscale_tensor(model, lr, out_hw)
     tiled = upscale_tensor(model, lr, out_hw, tile=8, chunk=777)

@@ -39,7 +39,12 @@ def metasr_spec():
     return {"name": "metasr", "args": {"encoder_spec": ENC, "imnet_spec": mlp((16,))}}
 
 
-SPECS = {"liif": liif_spec, "lte": lte_spec, "metasr": metasr_spec}
+def lmf_spec(**kw):
+    return {"name": "lmf", "args": {"encoder_spec": ENC, "hidden": 8, "depth": 3, "head_dim": 16, **kw}}
+
+
+SPECS = {"liif": liif_spec, "lte": lte_spec, "metasr": metasr_spec, "lmf": lmf_spec,
+         "lmf-pixel": lambda: lmf_spec(pixel_rel=True)}
 
 
 def build(spec, seed=0, dtype=torch.float32):
@@ -203,7 +208,7 @@ def test_neighbours_are_the_four_surrounding_latents_with_area_weights():
 
 # ------------------------------------------------------------------ shapes and chunking
 
-@pytest.mark.parametrize("name", ["liif", "lte", "metasr"])
+@pytest.mark.parametrize("name", list(SPECS))
 @pytest.mark.parametrize("out_hw", [(17, 11), (7, 30), (30, 6), (7, 5), (1, 1), (13, 64)])
 def test_upscale_tensor_shapes(name, out_hw):
     model = build(SPECS[name]())
@@ -213,7 +218,7 @@ def test_upscale_tensor_shapes(name, out_hw):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", ["liif", "lte", "metasr"])
+@pytest.mark.parametrize("name", list(SPECS))
 @pytest.mark.parametrize("out_hw", [(17, 11), (7, 30), (23, 9)])
 def test_chunked_equals_one_shot(name, out_hw):
     model = build(SPECS[name]())
@@ -223,7 +228,7 @@ def test_chunked_equals_one_shot(name, out_hw):
     assert (a - b).abs().max() < 1e-6
 
 
-@pytest.mark.parametrize("name", ["liif", "lte", "metasr"])
+@pytest.mark.parametrize("name", list(SPECS))
 def test_upscale_tensor_equals_forward(name):
     """upscale_tensor's grid and cells are make_coord/make_cell of the output size."""
     model = build(SPECS[name]())
@@ -249,9 +254,29 @@ def test_upscale_tensor_rejects_batches():
         upscale_tensor(model, torch.rand(2, 3, 7, 5), (14, 10))
 
 
+def test_lmf_pixel_rel_starts_as_the_plain_decoder_and_warm_starts(tmp_path):
+    """pixel_rel adds per-pixel offset weights initialised to zero: a plain lmf checkpoint loads into
+    it (init_from + init_prefixes, as the stage-2 config does) and computes the same function;
+    once those weights move, the output changes."""
+    from csr.train import build as build_run
+    plain = build(lmf_spec(), seed=4)
+    path = save_checkpoint(plain, lmf_spec(), tmp_path / "stage1.safetensors")
+    cfg = {"model": lmf_spec(pixel_rel=True), "init_from": str(path),
+           "init_prefixes": ["encoder.", "head.", "pos.", "layers.", "out."], "freeze": ["encoder."]}
+    grown = build_run(cfg).eval()
+    assert not any(p.requires_grad for p in grown.encoder.parameters())
+    assert grown.rel_head.weight.requires_grad and grown.rel_head.weight.abs().sum() == 0
+    lr = rand_lr(7, 5)
+    coord, cell = queries(7, 5, n=50)
+    with torch.no_grad():
+        assert torch.equal(plain(lr, coord, cell), grown(lr, coord, cell))
+        grown.rel_head.bias.add_(0.1)
+        assert (plain(lr, coord, cell) - grown(lr, coord, cell)).abs().max() > 1e-3
+
+
 # ------------------------------------------------------------------ checkpoints and registry
 
-@pytest.mark.parametrize("name", ["liif", "lte", "metasr"])
+@pytest.mark.parametrize("name", list(SPECS))
 def test_checkpoint_round_trip(tmp_path, name):
     spec = SPECS[name]()
     model = build(spec, seed=3)

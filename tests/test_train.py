@@ -282,11 +282,12 @@ def test_shipped_configs_are_consistent(path):
         assert any(n.startswith(prefix) for n in names), f"freeze: {prefix} matches nothing"
         assert not all(n.startswith(prefix) for n in names), "everything frozen"
     ship = cfg.get("ship")
-    if ship:
-        assert ship["name"] == cfg["name"] and ship["name"] in ZOO
+    if ship:   # under its own name, or a later stage of a run (NAME-stage2) under the run's name
+        assert ship["name"] in ZOO and cfg["name"] in (ship["name"], ship["name"] + "-stage2")
         assert ship.get("encoder_from") in (None, *[n for n in ZOO if ZOO[n][0] == "download"])
-    for key in ("init_from",):
-        assert cfg.get(key) in (None, *ZOO)
+    init = cfg.get("init_from")   # a zoo name, or the best weights of another config's run
+    configs = [os.path.splitext(p)[0] for p in os.listdir(os.path.join(REPO, "csr", "configs"))]
+    assert init in (None, *ZOO, *[f"runs/{c}/best.safetensors" for c in configs if c != cfg["name"]])
     if cfg.get("distill"):
         assert cfg["distill"]["teacher"] in ZOO
     assert 0 < lr_at(0, cfg) <= cfg.get("optimizer", {}).get("lr", 4e-4)
