@@ -6,7 +6,7 @@ and each query runs only a narrow MLP on its offset and cell. The head predicts,
 the first layer's pre-activation and a bias ("shift") for each further hidden layer, so the
 per-query MLP is modulated by its latent::
 
-    h1 = relu(z1 + A [rel, cell] + P rel),  h(k+1) = relu(W_k h_k + b_k + t_k),  rgb = V h_last + c
+    h1 = relu(z1 + A [rel, cell] + P rel),  h(k+1) = relu(W_k h_k + (b_k + t_k)),  rgb = V h_last + c
 
 ``A`` is shared by all pixels. With ``pixel_rel`` the head also predicts, per LR pixel, the
 weights ``P`` (hidden x 2) of the offset, so each pixel orients its first layer's ridges along its
@@ -51,17 +51,23 @@ class LatentModulated(ImplicitSR):
 
     def prepare(self, feat):
         t = self.head[:-1](feat)
-        mod = self.head[-1](t)
-        if self.rel_head is not None:
-            mod = torch.cat([mod, self.rel_head(t)], dim=1)
+        mod = [self.head[-1](t)] + ([self.rel_head(t)] if self.rel_head is not None else [])
+        # the hidden layers' biases are folded into their per-pixel shifts here, once per LR pixel,
+        # so that each query's layer is a single fused multiply-add (addmm)
+        zero = feat.new_zeros(self.hidden)
+        bias = torch.cat([zero, *(layer.bias for layer in self.layers)] + [zero, zero] * (len(mod) - 1))
+        mod = torch.cat(mod, dim=1) + bias.view(1, -1, 1, 1)
         return {"mod": mod.flatten(2).transpose(1, 2)}
 
     def decode(self, state, idx, rel, rel_cell):
-        mod = self.gather(state["mod"], idx).split(self.hidden, dim=-1)
-        pre = mod[0] + self.pos(torch.cat([rel, rel_cell], dim=-1))
+        m = self.gather(state["mod"], idx)
+        b, q, c = m.shape
+        m, hid = m.view(b * q, c), self.hidden
+        rel = rel.reshape(b * q, 2)
+        h = torch.addmm(m[:, :hid], torch.cat([rel, rel_cell.reshape(b * q, 2)], dim=-1), self.pos.weight.t())
         if self.rel_head is not None:
-            pre = pre + rel[..., :1] * mod[-2] + rel[..., 1:] * mod[-1]
-        h = F.relu(pre)
-        for layer, shift in zip(self.layers, mod[1:self.depth]):
-            h = F.relu(layer(h) + shift)
-        return self.out(h)
+            h = h.addcmul_(rel[:, :1], m[:, -2 * hid:-hid]).addcmul_(rel[:, 1:], m[:, -hid:])
+        h = h.relu_()
+        for k, layer in enumerate(self.layers, start=1):
+            h = torch.addmm(m[:, k * hid:(k + 1) * hid], h, layer.weight.t()).relu_()
+        return self.out(h).view(b, q, 3)
