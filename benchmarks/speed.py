@@ -19,7 +19,9 @@ Each (method, case) runs in its own subprocess, so its peak RSS (VmHWM, includin
 torch baseline) is its own. Times are the median of 3 runs (1 for ``--quick`` and for the big
 case). MACs per output pixel are counted with ``torch.utils.flop_counter`` (multiply-adds =
 FLOPs / 2) on a small input: ``decoder`` counts per-query work plus per-LR-pixel decoder work
-amortised over the scale, ``encoder`` the encoder amortised likewise.
+amortised over the scale, ``encoder`` the encoder amortised likewise. Elementwise products are
+not counted, for any method (LIIF's area weights; the fast decoder's per-pixel offset weights,
+2 x hidden per query and neighbour when it has ``pixel_rel``).
 """
 from __future__ import annotations
 
@@ -294,7 +296,8 @@ def markdown(rep: dict) -> str:
     m = rep["cases"][0]["macs_per_px"]
     enc = rep["cases"][0]["encoder_macs_per_px"]
     lines += ["", "Decoder multiply-adds per output pixel at x4 (per-LR-pixel decoder work amortised; "
-              f"the EDSR-baseline encoder adds {enc:,} at x4, 4x less at x8):", "",
+              f"the EDSR-baseline encoder adds {enc:,} at x4, 4x less at x8; elementwise products, "
+              "such as LIIF's area weights, are not counted):", "",
               "| reference | exact | fast |", "|---|---|---|",
               f"| {_f(m['reference'], '{:,}')} | {_f(m['exact'], '{:,}')} | {_f(m['fast'], '{:,}')} |", "",
               *([] if "bf16" not in rep else [
