@@ -274,6 +274,26 @@ def test_lmf_pixel_rel_starts_as_the_plain_decoder_and_warm_starts(tmp_path):
         assert (plain(lr, coord, cell) - grown(lr, coord, cell)).abs().max() > 1e-3
 
 
+def test_init_from_a_decoder_only_checkpoint_pulls_its_encoder(tmp_path, monkeypatch):
+    """A run's exported best weights (decoder only, ``encoder_from`` a zoo name) used as
+    ``init_from`` bring the named encoder's weights along, as loading them for inference does."""
+    from csr.train import build as build_run, export
+    base = build(lmf_spec(), seed=5)
+    base_path = save_checkpoint(base, lmf_spec(), tmp_path / "base.safetensors")
+    monkeypatch.setattr(zoo, "checkpoint_path", lambda name, **kw: base_path)
+    stage1 = build(lmf_spec(), seed=6)
+    stage1.encoder.load_state_dict(base.encoder.state_dict())
+    path = tmp_path / "stage1.safetensors"
+    export(stage1, {"model": lmf_spec(), "ship": {"encoder_from": "liif-edsr-baseline"}, "out": str(tmp_path)}, path)
+    assert not any(k.startswith("encoder.") for k in read_checkpoint(path)[1])
+    grown = build_run({"model": lmf_spec(pixel_rel=True), "init_from": str(path),
+                       "init_prefixes": ["encoder.", "head.", "pos.", "layers.", "out."]}).eval()
+    lr = rand_lr(7, 5)
+    coord, cell = queries(7, 5, n=50)
+    with torch.no_grad():
+        assert torch.equal(stage1(lr, coord, cell), grown(lr, coord, cell))
+
+
 # ------------------------------------------------------------------ checkpoints and registry
 
 @pytest.mark.parametrize("name", list(SPECS))
