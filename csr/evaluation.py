@@ -6,7 +6,8 @@ The result is one dict with a stable schema (``python -m csr eval --json`` print
      "lpips": mean, "images": [{"name": ..., "psnr": ..., "ssim": ..., "lpips": ...}, ...]}}}
 
 Metrics follow the papers: Y channel, ``crop_border = ceil(scale)``, float predictions clamped
-to [0, 1] and not quantised (LIIF's protocol). ``bicubic`` is MATLAB bicubic upscaling.
+to [0, 1] and not quantised (LIIF's protocol); under the ``matlab`` protocol a grayscale HR image
+is measured on its gray values (:func:`measure`). ``bicubic`` is MATLAB bicubic upscaling.
 """
 from __future__ import annotations
 
@@ -55,6 +56,22 @@ def _dihedral_inv(a: np.ndarray, t: int) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(1, 0, 2) if t >= 4 else a)
 
 
+def measure(sr: np.ndarray, pair, protocol: str = "liif", metrics=DEFAULT_METRICS) -> dict:
+    """Metrics of a float SR output against ``pair.hr`` under ``protocol``: Y channel, shave =
+    ceil(scale); under ``matlab`` a grayscale HR image is measured on its gray values (the SR
+    output's luma mapped back to 0-255, ``(Y - 16) * 255 / 219``), as MATLAB scripts measure a
+    single-channel image. LPIPS is on RGB either way."""
+    crop = crop_border_for(pair.scale)
+    if not (protocol == "matlab" and pair.gray):
+        return M.compute(sr, pair.hr, crop_border=crop, test_y_channel=True, metrics=metrics)
+    gray = [m for m in metrics if m != "lpips"]
+    sr_gray = (M.to_y(sr) - 16.0) / 219.0
+    out = M.compute(sr_gray, pair.hr[..., 0], crop_border=crop, test_y_channel=True, metrics=gray)
+    if "lpips" in metrics:
+        out.update(M.compute(sr, pair.hr, crop_border=crop, metrics=("lpips",)))
+    return {m: out[m] for m in metrics}
+
+
 def evaluate(model, dataset: str, scales, protocol: str = "liif", root=None,
              metrics=DEFAULT_METRICS, device="auto", progress: bool = True, limit: int | None = None,
              self_ensemble: bool = False, model_name: str | None = None) -> dict:
@@ -76,8 +93,7 @@ def evaluate(model, dataset: str, scales, protocol: str = "liif", root=None,
         for i in tqdm(range(n), desc=f"{name} {dataset} x{key}", disable=not progress, leave=False):
             pair = bench[i]
             sr = super_resolve(model, pair.lr, pair.hr.shape[:2], device, self_ensemble)
-            vals = M.compute(sr, pair.hr, crop_border=crop_border_for(pair.scale), test_y_channel=True,
-                             metrics=metrics)
+            vals = measure(sr, pair, protocol, metrics)
             rows.append({"name": pair.name, **{k: float(v) for k, v in vals.items()}})
         summary = {m: float(np.mean([r[m] for r in rows])) for m in metrics}
         out["results"][key] = {**summary, "images": rows}

@@ -115,6 +115,8 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         model.load_state_dict(st["model"]), ema.load_state_dict(st["ema"]), opt.load_state_dict(st["opt"])
         step, best, t_used = st["step"], st["best"], st["time"]
         torch.set_rng_state(st["rng"])
+        if rank == 0:   # rows logged after that checkpoint are done again: drop them
+            _truncate_log(out / "log.csv", step)
     ddp = dist.wrap(model, device)
     data = cfg["data"]
     ds = RandomScaleSR(data["dirs"], root=cfg.get("data_root"), patch=data.get("patch", 48),
@@ -240,6 +242,20 @@ def _shares_frozen_encoder(model, teacher) -> bool:
         return False
     a, b = model.encoder.state_dict(), teacher.encoder.state_dict()
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k].to(a[k].device)) for k in a)
+
+
+def _truncate_log(path: Path, step: int):
+    """Keep the rows of ``log.csv`` up to ``step`` (atomically)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    if len(keep) < len(rows):
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows(keep)
+        atomic_write(path, write)
 
 
 def _log_row(path: Path, row: dict):

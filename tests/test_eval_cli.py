@@ -109,3 +109,31 @@ def test_self_ensemble_undoes_each_flip():
     views = super_resolve("bicubic", lr, (27, 35), self_ensemble=True)
     assert plain.shape == views.shape == (27, 35, 3)
     assert np.abs(plain - views).max() < 1e-5
+
+
+def test_matlab_protocol_measures_gray_images_on_gray_values_and_matches_published_set14(data_root):
+    """Set14's bridge is single-channel: the published bicubic row (classic MATLAB scripts)
+    measures it on its gray values, the liif protocol (LIIF's code: RGB, then luma) on the luma of
+    the replicated RGB, 20 log10(255/219) dB higher. Both rows, on all 14 images at x2."""
+    matlab = evaluate("bicubic", "Set14", [2], protocol="matlab", root=data_root, metrics=("psnr",), progress=False)
+    liif = evaluate("bicubic", "Set14", [2], protocol="liif", root=data_root, metrics=("psnr",), progress=False)
+    m = {r["name"]: r["psnr"] for r in matlab["results"]["2"]["images"]}
+    li = {r["name"]: r["psnr"] for r in liif["results"]["2"]["images"]}
+    assert li["bridge"] - m["bridge"] == pytest.approx(20 * np.log10(255 / 219), abs=1e-6)
+    assert all(m[k] == li[k] for k in m if k != "bridge")   # colour images: the same measurement
+    assert abs(matlab["results"]["2"]["psnr"] - 30.24) < 0.01   # published bicubic Set14 x2
+    assert abs(liif["results"]["2"]["psnr"] - 30.24) > 0.05
+
+
+def test_measure_gray_pair_keeps_lpips_on_rgb():
+    from csr.data.benchmark import Pair
+    from csr.evaluation import measure
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 256, (24, 24), dtype=np.uint8)
+    hr = np.repeat(g[..., None], 3, 2)
+    sr = np.clip(hr / 255 + rng.normal(0, 0.02, hr.shape), 0, 1)
+    pair = Pair("x", hr, hr[::2, ::2], 2.0, gray=True)
+    a = measure(sr, pair, "matlab", ("psnr", "ssim"))
+    b = measure(sr, Pair("x", hr, hr[::2, ::2], 2.0), "matlab", ("psnr", "ssim"))
+    assert list(a) == ["psnr", "ssim"] and a["psnr"] < b["psnr"] and a["ssim"] != b["ssim"]
+    assert measure(sr, pair, "liif", ("psnr",)) == {"psnr": b["psnr"]}   # liif: always luma

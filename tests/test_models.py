@@ -256,7 +256,7 @@ def test_upscale_tensor_rejects_batches():
 
 def test_lmf_pixel_rel_starts_as_the_plain_decoder_and_warm_starts(tmp_path):
     """pixel_rel adds per-pixel offset weights initialised to zero: a plain lmf checkpoint loads into
-    it (init_from + init_prefixes, as the stage-2 config does) and computes the same function;
+    it (init_from + init_prefixes, as growing a trained decoder does) and computes the same function;
     once those weights move, the output changes."""
     from csr.train import build as build_run
     plain = build(lmf_spec(), seed=4)

@@ -192,6 +192,19 @@ def test_stop_at_saves_a_checkpoint(tmp_path, data_root):
     assert [r["step"] for r in log_rows(cfg["out"])] == [str(s) for s in range(1, 7)]
 
 
+def test_resume_drops_log_rows_after_the_checkpoint(tmp_path, data_root):
+    """A run killed between checkpoints logged steps it will do again: resume drops them."""
+    cfg = tiny_cfg(tmp_path, data_root, name="k", save_every=100)
+    train(cfg, stop_at=3)
+    log = tmp_path / "k" / "log.csv"
+    rows = log.read_text().splitlines()
+    log.write_text("\n".join(rows + ["4,9.9,0.5,0.001,", "5,9.9,0.5,0.001,"]) + "\n")   # lost steps 4-5
+    train(cfg, resume=True)
+    got = log_rows(cfg["out"])
+    assert [r["step"] for r in got] == [str(s) for s in range(1, 7)]
+    assert all(r["time_s"] != "9.9" for r in got)
+
+
 def test_freeze_encoder(tmp_path, data_root):
     cfg = tiny_cfg(tmp_path, data_root, name="f", steps=3, freeze=["encoder."], val={"every": 1000, "limit": 1})
     torch.manual_seed(cfg["seed"])
@@ -282,8 +295,8 @@ def test_shipped_configs_are_consistent(path):
         assert any(n.startswith(prefix) for n in names), f"freeze: {prefix} matches nothing"
         assert not all(n.startswith(prefix) for n in names), "everything frozen"
     ship = cfg.get("ship")
-    if ship:   # under its own name, or a later stage of a run (NAME-stage2) under the run's name
-        assert ship["name"] in ZOO and cfg["name"] in (ship["name"], ship["name"] + "-stage2")
+    if ship:   # under its own name, or a run that trains on from the shipped file (NAME-continue)
+        assert ship["name"] in ZOO and cfg["name"] in (ship["name"], ship["name"] + "-continue")
         assert ship.get("encoder_from") in (None, *[n for n in ZOO if ZOO[n][0] == "download"])
     init = cfg.get("init_from")   # a zoo name, or the best weights of another config's run
     configs = [os.path.splitext(p)[0] for p in os.listdir(os.path.join(REPO, "csr", "configs"))]

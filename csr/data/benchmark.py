@@ -6,7 +6,12 @@ Protocols (say which one next to every number; they move PSNR by up to 2 dB):
            ``LR_bicubic/X{s}`` files when present, else our bit-exact MATLAB resize of the
            mod-cropped HR); for any other scale the HR is cropped to ``round(floor(H/s) * s)``
            and the LR made with PIL's bicubic, as their code does.
-``matlab`` MATLAB bicubic for every scale, non-integer ones included, same cropping.
+``matlab`` MATLAB bicubic for every scale, non-integer ones included, same cropping; and, as
+           the classic MATLAB scripts (and BasicSR) measure a single-channel image, a grayscale
+           HR image (Set14's ``bridge``) is measured on its gray values, not on the luma of its
+           replicated RGB (whose 16-235 range makes PSNR 20 log10(255/219) = 1.32 dB higher). The
+           published bicubic Set14 row (30.24 / 27.55 / 26.00) is measured that way; LIIF's code
+           converts every image to RGB, so ``liif`` measures luma.
 
 Dataset names ``Set5``, ``Set14``, ``B100``, ``Urban100`` (``<root>/<name>/HR``), ``DIV2K``
 (``DIV2K_valid_HR``), or any folder of HR images, resolve under the data root: ``--data-root``,
@@ -81,6 +86,7 @@ class Pair:
     hr: np.ndarray   # uint8 H x W x 3, cropped to the LR grid
     lr: np.ndarray   # uint8 h x w x 3
     scale: float
+    gray: bool = False   # the HR file has one channel (measured on its gray values under ``matlab``)
 
 
 class BenchmarkSet:
@@ -112,7 +118,8 @@ class BenchmarkSet:
 
     def __getitem__(self, i: int) -> Pair:
         path = self.files[i]
-        hr = io.load(path).rgb
+        src = io.load(path)
+        hr = src.rgb
         if hr.dtype != np.uint8:
             hr = (hr.astype(np.float64) / 257).round().astype(np.uint8)
         s = self.scale
@@ -127,7 +134,7 @@ class BenchmarkSet:
             lr = imresize(hr, shape=(h, w), protocol=self.lr_method)
         if lr.shape[:2] != (h, w):
             raise ValueError(f"LR {lr.shape[:2]} does not fit HR {hr.shape[:2]} at x{s:g} for {path.name}")
-        return Pair(path.stem, hr, lr, s)
+        return Pair(path.stem, hr, lr, s, src.grayscale)
 
     def __iter__(self):
         for i in range(len(self)):
