@@ -47,7 +47,11 @@ def any_rank(flag: bool) -> bool:
 
 
 def cleanup():
+    """Leave the process group together: a rank that tears gloo down while another still works
+    (rank 0 validating, saving, shipping) can abort at exit ("terminate called without an active
+    exception")."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -103,7 +103,8 @@ def evaluate(model, dataset: str, scales, protocol: str = "liif", root=None,
 def format_table(result: dict) -> str:
     """A readable table of one :func:`evaluate` result."""
     metrics = [m for m in DEFAULT_METRICS if any(m in r for r in result["results"].values())]
-    head = f"{result['model']} on {result['dataset']} ({result['protocol']} protocol, Y channel, shave = scale)"
+    gray = " (grayscale images on gray values)" if result["protocol"] == "matlab" else ""
+    head = f"{result['model']} on {result['dataset']} ({result['protocol']} protocol, Y channel{gray}, shave = scale)"
     lines = [head, "scale  " + "  ".join(f"{m:>8}" for m in metrics)]
     for s, r in result["results"].items():
         lines.append(f"x{s:<5} " + "  ".join(f"{r[m]:8.4f}" for m in metrics))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .registry import atomic_write
+from .io import atomic_write
 
 
 def cache_dir() -> Path:

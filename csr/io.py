@@ -414,11 +414,21 @@ def save(path, rgb, like: Image | None = None, alpha=None, bit_depth: int | None
     color = _to_depth(color, depth, f"{path}: rgb")
     alpha = None if alpha is None else _to_depth(alpha, depth, f"{path}: alpha")
 
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            _encode(fh, color, alpha, fmt, depth, quality)
+    return atomic_write(path, write)
+
+
+def atomic_write(path, write_fn) -> Path:
+    """Call ``write_fn(tmp_path)`` on a hidden temporary file beside ``path``, then rename it onto
+    ``path``: never a half-written file. The file gets the usual permissions (0666 less umask)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            _encode(fh, color, alpha, fmt, depth, quality)
+        write_fn(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from .io import atomic_write
 
 _MODELS: dict[str, type] = {}
 
@@ -55,22 +55,6 @@ def _import_all():
 
 
 # ---------------------------------------------------------------------------- checkpoints
-
-def atomic_write(path: str | os.PathLike, write_fn) -> Path:
-    """Call ``write_fn(tmp_path)`` then rename onto ``path``: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
 
 def save_checkpoint(model, spec: dict, path, extra: dict | None = None, only: str | None = None):
     """Write ``model``'s weights with ``spec`` (and optional ``extra`` JSON) as safetensors.

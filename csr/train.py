@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from . import dist
 from .data.replay import BatchReplay
 from .data.train import RandomScaleSR
-from .registry import atomic_write, make, read_checkpoint, save_checkpoint
+from .io import atomic_write
+from .registry import make, read_checkpoint, save_checkpoint
 
 
 def load_config(path) -> dict:
@@ -115,8 +116,6 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         model.load_state_dict(st["model"]), ema.load_state_dict(st["ema"]), opt.load_state_dict(st["opt"])
         step, best, t_used = st["step"], st["best"], st["time"]
         torch.set_rng_state(st["rng"])
-        if rank == 0:   # rows logged after that checkpoint are done again: drop them
-            _truncate_log(out / "log.csv", step)
     ddp = dist.wrap(model, device)
     data = cfg["data"]
     ds = RandomScaleSR(data["dirs"], root=cfg.get("data_root"), patch=data.get("patch", 48),
@@ -135,6 +134,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         print("train:", json.dumps(log), flush=True)
+        _truncate_log(out / "log.csv", step)   # rows past the checkpoint (or all, from 0) are redone
     ctx = torch.autocast(device.type, dtype=amp) if amp else nullcontext()
 
     def frozen_batch(g: int) -> dict:
@@ -245,13 +245,17 @@ def _shares_frozen_encoder(model, teacher) -> bool:
 
 
 def _truncate_log(path: Path, step: int):
-    """Keep the rows of ``log.csv`` up to ``step`` (atomically)."""
+    """Keep the well-formed rows of ``log.csv`` up to ``step`` (atomically); none from step 0."""
     if not path.is_file():
+        return
+    if step == 0:
+        path.unlink()
         return
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
-    if len(keep) < len(rows):
+    head = rows[0] if rows else []
+    keep = [head] + [r for r in rows[1:] if len(r) == len(head) and r[0].isdigit() and int(r[0]) <= step]
+    if keep != rows:
         def write(tmp):
             with open(tmp, "w", newline="") as f:
                 csv.writer(f).writerows(keep)

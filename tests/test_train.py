@@ -198,11 +198,14 @@ def test_resume_drops_log_rows_after_the_checkpoint(tmp_path, data_root):
     train(cfg, stop_at=3)
     log = tmp_path / "k" / "log.csv"
     rows = log.read_text().splitlines()
-    log.write_text("\n".join(rows + ["4,9.9,0.5,0.001,", "5,9.9,0.5,0.001,"]) + "\n")   # lost steps 4-5
+    # lost steps 4-5, a blank line and a row cut short by the kill
+    log.write_text("\n".join(rows + ["4,9.9,0.5,0.001,", "", "5,9.9,0.5,0.001,", "6,9"]) + "\n")
     train(cfg, resume=True)
     got = log_rows(cfg["out"])
     assert [r["step"] for r in got] == [str(s) for s in range(1, 7)]
     assert all(r["time_s"] != "9.9" for r in got)
+    train({**cfg, "steps": 2})   # a new run (no resume) in the same folder starts a new log
+    assert [r["step"] for r in log_rows(cfg["out"])] == ["1", "2"]
 
 
 def test_freeze_encoder(tmp_path, data_root):

@@ -7,7 +7,7 @@ Protocols (say which one next to every number; they move PSNR by up to 2 dB):
            mod-cropped HR); for any other scale the HR is cropped to ``round(floor(H/s) * s)``
            and the LR made with PIL's bicubic, as their code does.
 ``matlab`` MATLAB bicubic for every scale, non-integer ones included, same cropping; and, as
-           the classic MATLAB scripts (and BasicSR) measure a single-channel image, a grayscale
+           the classic MATLAB scripts measure a single-channel image, a grayscale
            HR image (Set14's ``bridge``) is measured on its gray values, not on the luma of its
            replicated RGB (whose 16-235 range makes PSNR 20 log10(255/219) = 1.32 dB higher). The
            published bicubic Set14 row (30.24 / 27.55 / 26.00) is measured that way; LIIF's code

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from ..registry import atomic_write
+from ..io import atomic_write
 
 
 class BatchReplay:
