@@ -294,6 +294,8 @@ def test_shipped_configs_are_consistent(path):
     with torch.device("meta"):
         model = make(cfg["model"])
     names = [n for n, _ in model.named_parameters()]
+    for prefix in cfg.get("init_prefixes", []):
+        assert any(n.startswith(prefix) for n in names), f"init_prefixes: {prefix} matches nothing"
     for prefix in cfg.get("freeze", []):
         assert any(n.startswith(prefix) for n in names), f"freeze: {prefix} matches nothing"
         assert not all(n.startswith(prefix) for n in names), "everything frozen"
@@ -406,3 +408,18 @@ def test_replay_reuse_one_is_the_plain_run_and_resume_is_exact(tmp_path, data_ro
     a, b = last_state(tmp_path / "twice"), last_state(tmp_path / "split")
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+
+
+@pytest.mark.parametrize("path", sorted(p for p in os.listdir(os.path.join(REPO, "csr", "configs"))
+                                        if p.endswith("-continue.yaml")))
+def test_continue_configs_start_from_the_shipped_weights(path):
+    """A -continue config loads every weight of the shipped model it trains on (none left at init)."""
+    from csr.zoo import _available, read_full
+    cfg = load_config(os.path.join(REPO, "csr", "configs", path))
+    if not _available(cfg["init_from"]):
+        pytest.skip(f"{cfg['init_from']} is not shipped/downloaded here")
+    model = build(cfg)
+    _, shipped, _ = read_full(cfg["init_from"])
+    got = model.state_dict()
+    assert set(got) == set(shipped)
+    assert all(torch.equal(got[k], shipped[k]) for k in got)
