@@ -423,3 +423,20 @@ def test_continue_configs_start_from_the_shipped_weights(path):
     got = model.state_dict()
     assert set(got) == set(shipped)
     assert all(torch.equal(got[k], shipped[k]) for k in got)
+
+
+def test_replay_step_times_split_fresh_and_reused(tmp_path):
+    """benchmarks/replay_times.py: slots 2, reuse 3 -> 0-based steps 0,1 fresh, 2-5 reused, ..."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("replay_times", os.path.join(REPO, "benchmarks", "replay_times.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    t, rows = 0.0, ["step,time_s,loss,lr,val_psnr"]
+    for s in range(1, 13):
+        t += 3.0 if (s - 1) % 6 < 2 else 1.0
+        rows.append(f"{s},{t},0.1,0.001,")
+    rows.insert(9, "7,999,0.1,0.001,")   # a resumed run logs step 7 again: it must not count twice
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    r = mod.step_times(tmp_path / "log.csv", slots=2, reuse=3)
+    assert r["fresh_s"] == 3.0 and r["reused_s"] == 1.0
+    assert r["cycle_s"] == pytest.approx(5 / 3) and r["gain"] == pytest.approx(1.8)
