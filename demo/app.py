@@ -261,8 +261,8 @@ def build_app(models: list[str] | None = None, max_pixels: int = MAX_PIXELS,
         return plan(image, scale, width, height, max_pixels)
 
     with gr.Blocks(title="csr: any-scale super-resolution", delete_cache=(1800, KEEP_SECONDS)) as demo:
-        gr.Markdown("# csr: upscale any image by any factor\nLearned implicit decoders (LIIF, LTE) "
-                    "at any scale from 1 to 8, or to an exact width and height. Alpha, grayscale "
+        gr.Markdown("# csr: upscale any image by any factor\nLearned implicit decoders (LIIF, LTE, and "
+                    "`lmf-edsr-baseline`, a fast one) at any scale from 1 to 8, or to an exact width and height. Alpha, grayscale "
                     f"and 16-bit are kept. Outputs up to {max_pixels / 1e6:g} Mpx.")
         if note:
             gr.Markdown(f"**Note:** {note}")
