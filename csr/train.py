@@ -142,7 +142,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         b = {k: v.to(device) for k, v in _batch(ds, g, cfg.get("batch_size", 16), rank, world, seed).items()}
         with torch.no_grad(), ctx:
             if shared:  # the student's frozen encoder is the teacher's: run it once for both
-                b["feat"] = teacher.encoder((b["lr"] - teacher.input_mean) / teacher.input_std).float()
+                b["feat"] = teacher.encoder(teacher.normalise(b["lr"])).float()
             if teacher is not None:
                 b["target"] = teacher(b["lr"], b["coord"], b["cell"], feat=b.get("feat")).float()
         return b

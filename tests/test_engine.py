@@ -31,7 +31,7 @@ def tiny():
     return make(TINY).eval()
 
 
-TINY_LMF_PIX = {"name": "lmf", "args": {**TINY_LMF["args"], "pixel_rel": True}}
+TINY_LMF_PIX = {"name": "lmf", "args": {**TINY_LMF["args"], "pixel_rel": True, "pixel_scale": True}}
 
 
 @pytest.mark.parametrize("spec", [TINY, TINY_LTE, TINY_LMF, TINY_LMF_PIX], ids=["liif", "lte", "lmf", "lmf-pixel"])
@@ -39,7 +39,7 @@ TINY_LMF_PIX = {"name": "lmf", "args": {**TINY_LMF["args"], "pixel_rel": True}}
 def test_tiled_equals_untiled(spec, out_hw):
     torch.manual_seed(1)
     model = make(spec).eval()
-    with torch.no_grad():   # no zero-initialised part (lmf's pixel_rel head) may stay inert
+    with torch.no_grad():   # no zero-initialised part (lmf's pixel_rel and pixel_scale heads) may stay inert
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     lr = torch.rand(1, 3, 29, 35)

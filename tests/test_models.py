@@ -44,7 +44,7 @@ def lmf_spec(**kw):
 
 
 SPECS = {"liif": liif_spec, "lte": lte_spec, "metasr": metasr_spec, "lmf": lmf_spec,
-         "lmf-pixel": lambda: lmf_spec(pixel_rel=True)}
+         "lmf-pixel": lambda: lmf_spec(pixel_rel=True, pixel_scale=True)}
 
 
 def build(spec, seed=0, dtype=torch.float32):
@@ -229,6 +229,22 @@ def test_chunked_equals_one_shot(name, out_hw):
 
 
 @pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("strip", [5, 16, 30])   # 1, 3 and 6 LR rows of a 5-wide map
+def test_prepare_on_strips_equals_whole_map(name, strip):
+    """Inference computes the per-pixel maps on strips of rows (one row of context either side):
+    the same state as on the whole map, including at the image's top and bottom edges."""
+    model = build(SPECS[name]())
+    feat = torch.randn(1, model.encoder.out_dim, 11, 5, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        whole = {k: v.contiguous() for k, v in model.prepare(feat).items()}
+        strips = model.prepare_strips(feat, strip_pixels=strip)
+    assert whole.keys() == strips.keys()
+    for k in whole:
+        assert strips[k].shape == whole[k].shape and strips[k].is_contiguous()
+        assert (strips[k] - whole[k]).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("name", list(SPECS))
 def test_upscale_tensor_equals_forward(name):
     """upscale_tensor's grid and cells are make_coord/make_cell of the output size."""
     model = build(SPECS[name]())
@@ -254,24 +270,34 @@ def test_upscale_tensor_rejects_batches():
         upscale_tensor(model, torch.rand(2, 3, 7, 5), (14, 10))
 
 
-def test_lmf_pixel_rel_starts_as_the_plain_decoder_and_warm_starts(tmp_path):
-    """pixel_rel adds per-pixel offset weights initialised to zero: a plain lmf checkpoint loads into
-    it (init_from + init_prefixes, as growing a trained decoder does) and computes the same function;
-    once those weights move, the output changes."""
+REL, SCALE = {"pixel_rel": True}, {"pixel_scale": True}
+
+
+@pytest.mark.parametrize("start, grow", [({}, REL), ({}, SCALE), ({}, {**REL, **SCALE}), (REL, SCALE)],
+                         ids=["plain+rel", "plain+scale", "plain+both", "rel+scale"])
+def test_lmf_pixel_heads_start_as_the_smaller_decoder_and_warm_start(tmp_path, start, grow):
+    """pixel_rel (per-pixel offset weights) and pixel_scale (per-pixel gains) start at the identity:
+    a checkpoint without them loads into a decoder with them (init_from + init_prefixes, as growing
+    a trained decoder does) and computes the same function; once either moves, the output changes."""
     from csr.train import build as build_run
-    plain = build(lmf_spec(), seed=4)
-    path = save_checkpoint(plain, lmf_spec(), tmp_path / "stage1.safetensors")
-    cfg = {"model": lmf_spec(pixel_rel=True), "init_from": str(path),
-           "init_prefixes": ["encoder.", "head.", "pos.", "layers.", "out."], "freeze": ["encoder."]}
+    small = build(lmf_spec(**start), seed=4)
+    path = save_checkpoint(small, lmf_spec(**start), tmp_path / "stage1.safetensors")
+    cfg = {"model": lmf_spec(**{**start, **grow}), "init_from": str(path),
+           "init_prefixes": ["encoder.", "head.", "rel_head.", "pos.", "layers.", "out."], "freeze": ["encoder."]}
     grown = build_run(cfg).eval()
     assert not any(p.requires_grad for p in grown.encoder.parameters())
-    assert grown.rel_head.weight.requires_grad and grown.rel_head.weight.abs().sum() == 0
+    new = [n for n in ("rel_head", "scale_head") if getattr(grown, n) is not None and getattr(small, n) is None]
+    assert new
     lr = rand_lr(7, 5)
     coord, cell = queries(7, 5, n=50)
-    with torch.no_grad():
-        assert torch.equal(plain(lr, coord, cell), grown(lr, coord, cell))
-        grown.rel_head.bias.add_(0.1)
-        assert (plain(lr, coord, cell) - grown(lr, coord, cell)).abs().max() > 1e-3
+    for name in new:
+        head = getattr(grown, name)
+        assert head.weight.requires_grad and head.weight.abs().sum() == 0 and head.bias.abs().sum() == 0
+        with torch.no_grad():
+            assert torch.equal(small(lr, coord, cell), grown(lr, coord, cell))
+            head.bias.add_(0.1)
+            assert (small(lr, coord, cell) - grown(lr, coord, cell)).abs().max() > 1e-3
+            head.bias.zero_()
 
 
 def test_init_from_a_decoder_only_checkpoint_pulls_its_encoder(tmp_path, monkeypatch):
