@@ -11,7 +11,9 @@ Methods (all on the LIIF authors' ``liif-edsr-baseline`` weights):
   query grid is built up front, then for every chunk of 30000 queries the feature map is
   unfolded 3x3 again and the 580-wide MLP input is assembled from ``grid_sample`` look-ups.
 * ``exact``: our engine (``csr.engine.upscale_tensor``): latent part of the first layer once per
-  LR pixel, float64 coordinates, tiles for large inputs, blocks of rows written as they finish.
+  LR pixel, float64 coordinates, tiles for large inputs, blocks of rows written as they finish;
+  the encoder runs on channels-last input and the per-pixel maps on strips of rows
+  (``ImplicitSR.normalise`` / ``prepare_strips``), where the reference keeps the LIIF code's NCHW.
 * ``fast``: the same engine on the fast decoder ``lmf-edsr-baseline`` (if its weights are shipped).
 * ``bicubic``: MATLAB-compatible bicubic (``csr.resize``), the floor.
 
@@ -311,7 +313,10 @@ def markdown(rep: dict) -> str:
               f"engine runs there only with `--exact-big` or `--big-only`. PSNR columns: Y channel, no shave, against "
               f"the reference output. The exact engine's difference from the reference comes from the "
               f"reference's float32 coordinates (an ulp of a coordinate is a 1e-5 LR-pixel error at these "
-              f"widths); tiled against untiled, our engine differs by <= 1e-5 (tests/test_engine.py)."]
+              f"widths); tiled against untiled, our engine differs by <= 1e-5 (tests/test_engine.py). "
+              f"The engine (exact and fast) runs the encoder on channels-last input and the per-pixel maps on "
+              f"strips of rows; the reference keeps the LIIF code's NCHW whole-map convolutions "
+              f"(`python benchmarks/prepare_strips.py` measures the strips alone)."]
     return "\n".join(lines)
 
 

@@ -77,19 +77,23 @@ class LatentModulated(ImplicitSR):
     def decode(self, state, idx, rel, rel_cell):
         m = self.gather(state["mod"], idx)
         b, q, c = m.shape
-        m, hid = m.view(b * q, c), self.hidden
+        hid, n = self.hidden, self.depth - 1
+        # one split, not a slice per part: a slice's backward fills a zero tensor as wide as all of
+        # ``m`` per part (most of a training step, measured), a split's backward is one concatenation
+        sizes = [hid] * (1 + n) + [2 * hid] * (self.rel_head is not None) + [n * hid] * (self.scale_head is not None)
+        z1, *shifts = m.view(b * q, c).split(sizes, dim=1)
+        shifts, extra = shifts[:n], shifts[n:]
         rel = rel.reshape(b * q, 2)
-        h = torch.addmm(m[:, :hid], torch.cat([rel, rel_cell.reshape(b * q, 2)], dim=-1), self.pos.weight.t())
-        at = self.depth * hid                       # where the optional columns begin
+        h = torch.addmm(z1, torch.cat([rel, rel_cell.reshape(b * q, 2)], dim=-1), self.pos.weight.t())
         if self.rel_head is not None:
-            h = h.addcmul_(rel[:, :1], m[:, at:at + hid]).addcmul_(rel[:, 1:], m[:, at + hid:at + 2 * hid])
-            at += 2 * hid
+            py, px = extra.pop(0).chunk(2, dim=1)
+            h = h.addcmul_(rel[:, :1], py).addcmul_(rel[:, 1:], px)
+        gains = extra.pop(0).chunk(n, dim=1) if self.scale_head is not None else None
         h = h.relu_()
-        for k, layer in enumerate(self.layers, start=1):
-            shift = m[:, k * hid:(k + 1) * hid]
-            if self.scale_head is None:
-                h = torch.addmm(shift, h, layer.weight.t())
+        for k, layer in enumerate(self.layers):
+            if gains is None:
+                h = torch.addmm(shifts[k], h, layer.weight.t())
             else:
-                h = torch.addcmul(shift, h @ layer.weight.t(), m[:, at + (k - 1) * hid:at + k * hid])
+                h = torch.addcmul(shifts[k], h @ layer.weight.t(), gains[k])
             h = h.relu_()
         return self.out(h).view(b, q, 3)
