@@ -300,8 +300,8 @@ def test_shipped_configs_are_consistent(path):
         assert any(n.startswith(prefix) for n in names), f"freeze: {prefix} matches nothing"
         assert not all(n.startswith(prefix) for n in names), "everything frozen"
     ship = cfg.get("ship")
-    if ship:   # under its own name, or a run that trains on from the shipped file (NAME-continue)
-        assert ship["name"] in ZOO and cfg["name"] in (ship["name"], ship["name"] + "-continue")
+    if ship:   # under its own name, or a later stage of it (NAME-continue, NAME-gain, ...)
+        assert ship["name"] in ZOO and (cfg["name"] == ship["name"] or cfg["name"].startswith(ship["name"] + "-"))
         assert ship.get("encoder_from") in (None, *[n for n in ZOO if ZOO[n][0] == "download"])
     init = cfg.get("init_from")   # a zoo name, or the best weights of another config's run
     configs = [os.path.splitext(p)[0] for p in os.listdir(os.path.join(REPO, "csr", "configs"))]
