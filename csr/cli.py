@@ -117,7 +117,8 @@ def cmd_upscale(a):
     from tqdm.auto import tqdm
 
     from . import io
-    from .api import output_size, upscale_image
+    from .api import DEFAULT_MODEL, output_size, upscale_image
+    model = a.model or DEFAULT_MODEL
     if a.scale is not None and not (a.scale > 0 and a.scale < float("inf")):
         raise ValueError(f"scale must be a positive finite number, got {a.scale}")
     jobs = _upscale_jobs(a)
@@ -126,7 +127,7 @@ def cmd_upscale(a):
         try:
             img = io.load(p)
             out_hw = output_size(img.height, img.width, scale=a.scale, size=a.size)
-            res = upscale_image(img, out_hw, a.model, tile=a.tile or "auto", device=a.device,
+            res = upscale_image(img, out_hw, model, tile=a.tile or "auto", device=a.device,
                                 dtype=a.dtype, progress=True)
             io.save(q, res.rgb, like=res, alpha=res.alpha)  # atomic: temporary file, then rename
             tqdm.write(f"{p} -> {q} ({img.width}x{img.height} -> {out_hw[1]}x{out_hw[0]})")
@@ -199,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = u.add_mutually_exclusive_group(required=True)
     g.add_argument("--scale", type=float, help="factor, e.g. 3.7 (output side = floor(side*scale + 0.5))")
     g.add_argument("--size", type=_size, help="exact output WIDTHxHEIGHT, e.g. 1920x1080")
-    u.add_argument("--model", default="liif-edsr-baseline", help="a name from `csr.list_models()` or bicubic")
+    u.add_argument("--model", help="a name from `csr.list_models()` or bicubic (default: csr.api.DEFAULT_MODEL, "
+                   "the best measured)")
     u.add_argument("--tile", type=int, help="LR tile side (bounds memory; same result); default: auto")
     u.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     u.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="bf16 only on CPUs with native bf16")
