@@ -2,10 +2,11 @@
 
     python benchmarks/prepare_strips.py [--models liif-edsr-baseline,lmf-edsr-baseline] [--no-write]
 
-At inference ``ImplicitSR.encode`` computes ``prepare`` on strips of about ``STRIP_PIXELS`` LR
-pixels (one row of context either side, ``csr/models/implicit.py``). This measures, with the real
-weights and a real encoder output, the median of 3 timings of both ways at the engine
-benchmark's input sizes, and their max abs difference; writes ``results/prepare_strips.{md,json}``.
+At inference a decoder with ``strip_pixels`` set (lmf) computes ``prepare`` on strips of about
+``STRIP_PIXELS`` LR pixels (one row of context either side, ``csr/models/implicit.py``); the others
+on the whole map. This measures both ways for each model, with its real weights on its encoder's
+(channels-last) output at the engine benchmark's input sizes: the median of 3 timings each and
+their max abs difference; writes ``results/prepare_strips.{md,json}``.
 """
 from __future__ import annotations
 

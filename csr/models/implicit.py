@@ -31,9 +31,10 @@ def make_cell(coord: torch.Tensor, shape) -> torch.Tensor:
 
 
 EPS_PX = 2e-4  # tie-breaking nudge, in LIIF's offset units (1e-4 LR pixel)
-# At inference, prepare() runs on strips of about this many LR pixels: its wide per-pixel maps
-# (256+ channels) then stay in cache. On a whole 256x256 map lmf's head ran 4x slower per pixel
-# than on a 128x128 one (benchmarks/prepare_strips.py measures it).
+# A decoder whose prepare() makes several wide intermediate maps (lmf's head) runs it at inference
+# on strips of about this many LR pixels, which then stay in cache: 1.1-1.4x faster on 256x256
+# and 480x270 maps (channels-last input; runs vary); LIIF's single convolution was slower on
+# strips (0.8-0.9x), so the others do not (benchmarks/prepare_strips.py measures both).
 STRIP_PIXELS = 1 << 14
 
 
@@ -85,13 +86,17 @@ class ImplicitSR(nn.Module):
             state["inp"] = x
         return state
 
-    def prepare_strips(self, feat: torch.Tensor, strip_pixels: int = STRIP_PIXELS) -> dict:
+    strip_pixels: int | None = None   # prepare() on strips of this many LR pixels at inference
+
+    def prepare_strips(self, feat: torch.Tensor, strip_pixels: int | None = None) -> dict:
         """:meth:`prepare`, contiguous (so that every query's row look-up is a cheap index_select);
-        without gradients and on a large map, computed on strips of rows with one row of real
-        context either side (every decoder's per-pixel maps reach 3x3 latents), written into one
-        buffer per tensor: the same numbers as on the whole map, computed while they fit in cache."""
+        with ``strip_pixels`` (default: the class's), without gradients and on a larger map,
+        computed on strips of rows with one row of real context either side (every decoder's
+        per-pixel maps reach 3x3 latents), written into one buffer per tensor: the same numbers as
+        on the whole map, computed while they fit in cache."""
         b, _, h, w = feat.shape
-        rows = max(1, strip_pixels // w)
+        strip_pixels = strip_pixels or self.strip_pixels
+        rows = max(1, strip_pixels // w) if strip_pixels else h
         if torch.is_grad_enabled() or h <= rows:
             return {k: v.contiguous() for k, v in self.prepare(feat).items()}
         state = None

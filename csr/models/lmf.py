@@ -30,11 +30,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import register
-from .implicit import ImplicitSR
+from .implicit import STRIP_PIXELS, ImplicitSR
 
 
 @register("lmf")
 class LatentModulated(ImplicitSR):
+    strip_pixels = STRIP_PIXELS   # its head's 256-channel maps: faster on strips (implicit.py)
+
     def __init__(self, encoder_spec: dict, hidden: int = 64, depth: int = 3, head_dim: int = 256,
                  pixel_rel: bool = False, pixel_scale: bool = False, local_ensemble: bool = True, add_bilinear: bool = True,
                  cell_clip: float | None = 4.0, input_mean: float = 0.5, input_std: float = 0.5):
