@@ -12,8 +12,8 @@ Methods (all on the LIIF authors' ``liif-edsr-baseline`` weights):
   unfolded 3x3 again and the 580-wide MLP input is assembled from ``grid_sample`` look-ups.
 * ``exact``: our engine (``csr.engine.upscale_tensor``): latent part of the first layer once per
   LR pixel, float64 coordinates, tiles for large inputs, blocks of rows written as they finish;
-  the encoder runs on channels-last input and the per-pixel maps on strips of rows
-  (``ImplicitSR.normalise`` / ``prepare_strips``), where the reference keeps the LIIF code's NCHW.
+  the encoder runs on channels-last input (``ImplicitSR.normalise``; the fast decoder's head also
+  on strips of rows, ``prepare_strips``), where the reference keeps the LIIF code's NCHW.
 * ``fast``: the same engine on the fast decoder ``lmf-edsr-baseline`` (if its weights are shipped).
 * ``bicubic``: MATLAB-compatible bicubic (``csr.resize``), the floor.
 
@@ -314,8 +314,8 @@ def markdown(rep: dict) -> str:
               f"the reference output. The exact engine's difference from the reference comes from the "
               f"reference's float32 coordinates (an ulp of a coordinate is a 1e-5 LR-pixel error at these "
               f"widths); tiled against untiled, our engine differs by <= 1e-5 (tests/test_engine.py). "
-              f"The engine (exact and fast) runs the encoder on channels-last input and the per-pixel maps on "
-              f"strips of rows; the reference keeps the LIIF code's NCHW whole-map convolutions "
+              f"The engine (exact and fast) runs the encoder on channels-last input, and the fast decoder's head "
+              f"on strips of rows; the reference keeps the LIIF code's NCHW whole-map convolutions "
               f"(`python benchmarks/prepare_strips.py` measures the strips alone)."]
     return "\n".join(lines)
 

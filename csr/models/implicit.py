@@ -41,6 +41,8 @@ STRIP_PIXELS = 1 << 14
 class ImplicitSR(nn.Module):
     """Base of LIIF, LTE and MetaSR: an encoder, a per-query decoder, an optional bilinear skip."""
 
+    strip_pixels: int | None = None   # prepare() on strips of this many LR pixels at inference
+
     def __init__(self, encoder_spec: dict, local_ensemble: bool = True, add_bilinear: bool = False,
                  input_mean: float = 0.5, input_std: float = 0.5, cell_clip: float | None = None):
         super().__init__()
@@ -85,8 +87,6 @@ class ImplicitSR(nn.Module):
         if self.add_bilinear:
             state["inp"] = x
         return state
-
-    strip_pixels: int | None = None   # prepare() on strips of this many LR pixels at inference
 
     def prepare_strips(self, feat: torch.Tensor, strip_pixels: int | None = None) -> dict:
         """:meth:`prepare`, contiguous (so that every query's row look-up is a cheap index_select);

@@ -38,8 +38,8 @@ class LatentModulated(ImplicitSR):
     strip_pixels = STRIP_PIXELS   # its head's 256-channel maps: faster on strips (implicit.py)
 
     def __init__(self, encoder_spec: dict, hidden: int = 64, depth: int = 3, head_dim: int = 256,
-                 pixel_rel: bool = False, pixel_scale: bool = False, local_ensemble: bool = True, add_bilinear: bool = True,
-                 cell_clip: float | None = 4.0, input_mean: float = 0.5, input_std: float = 0.5):
+                 pixel_rel: bool = False, pixel_scale: bool = False, local_ensemble: bool = True,
+                 add_bilinear: bool = True, cell_clip: float | None = 4.0, input_mean: float = 0.5, input_std: float = 0.5):
         super().__init__(encoder_spec, local_ensemble, add_bilinear, input_mean, input_std, cell_clip)
         c = self.encoder.out_dim
         self.hidden, self.depth = hidden, depth
@@ -82,15 +82,13 @@ class LatentModulated(ImplicitSR):
         hid, n = self.hidden, self.depth - 1
         # one split, not a slice per part: a slice's backward fills a zero tensor as wide as all of
         # ``m`` per part (most of a training step, measured), a split's backward is one concatenation
-        sizes = [hid] * (1 + n) + [2 * hid] * (self.rel_head is not None) + [n * hid] * (self.scale_head is not None)
-        z1, *shifts = m.view(b * q, c).split(sizes, dim=1)
-        shifts, extra = shifts[:n], shifts[n:]
+        parts = iter(m.view(b * q, c).split(hid, dim=1))   # as prepare() lays them out
+        z1, shifts = next(parts), [next(parts) for _ in range(n)]
         rel = rel.reshape(b * q, 2)
         h = torch.addmm(z1, torch.cat([rel, rel_cell.reshape(b * q, 2)], dim=-1), self.pos.weight.t())
         if self.rel_head is not None:
-            py, px = extra.pop(0).chunk(2, dim=1)
-            h = h.addcmul_(rel[:, :1], py).addcmul_(rel[:, 1:], px)
-        gains = extra.pop(0).chunk(n, dim=1) if self.scale_head is not None else None
+            h = h.addcmul_(rel[:, :1], next(parts)).addcmul_(rel[:, 1:], next(parts))
+        gains = [next(parts) for _ in range(n)] if self.scale_head is not None else None
         h = h.relu_()
         for k, layer in enumerate(self.layers):
             if gains is None:
