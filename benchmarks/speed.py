@@ -13,13 +13,16 @@ Methods (all on the LIIF authors' ``liif-edsr-baseline`` weights):
 * ``exact``: our engine (``csr.engine.upscale_tensor``): latent part of the first layer once per
   LR pixel, float64 coordinates, tiles for large inputs, blocks of rows written as they finish;
   the encoder runs on channels-last input (``ImplicitSR.normalise``; the fast decoder's head also
-  on strips of rows, ``prepare_strips``), where the reference keeps the LIIF code's NCHW.
+  on strips of rows as the queries reach them, ``ImplicitSR.prepare_rows``), and the per-query
+  layers on whichever of GEMM and a 1x1 convolution is faster on the CPU (``csr.models.mlp.
+  rows_linear``), where the reference keeps the LIIF code's NCHW and ``nn.Linear``.
 * ``fast``: the same engine on the fast decoder ``lmf-edsr-baseline`` (if its weights are shipped).
 * ``bicubic``: MATLAB-compatible bicubic (``csr.resize``), the floor.
 
 Each (method, case) runs in its own subprocess, so its peak RSS (VmHWM, including the Python and
 torch baseline) is its own. Times are the median of 3 runs (1 for ``--quick`` and for the big
-case). MACs per output pixel are counted with ``torch.utils.flop_counter`` (multiply-adds =
+case), each method's after one untimed warm-up run of the same case (first-call costs: kernel
+set-up, allocator, page faults), except the big case, timed once from cold. MACs per output pixel are counted with ``torch.utils.flop_counter`` (multiply-adds =
 FLOPs / 2) on a small input: ``decoder`` counts per-query work plus per-LR-pixel decoder work
 amortised over the scale, ``encoder`` the encoder amortised likewise. Elementwise products are
 not counted, for any method (LIIF's area weights; the fast decoder's per-pixel offset weights,
@@ -121,6 +124,8 @@ def worker(method: str, case: str, scale: int, repeats: int, save: str | None) -
     else:
         model = create_model("liif-edsr-baseline" if method == "exact" else FAST_MODEL)
         run = lambda: upscale_tensor(model, lr, out_hw, tile="auto")  # noqa: E731
+    if case != BIG:
+        run()   # warm-up, untimed (module docstring)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -283,7 +288,8 @@ def markdown(rep: dict) -> str:
              f"CPU: {c['model']}, {c['cores']} cores, {c['threads']} torch threads, capability "
              f"{c['capability']}, native bf16: {c['native_bf16']}. Weights: `liif-edsr-baseline` (the "
              f"LIIF authors'); fast decoder: `{rep['fast_model'] or 'not shipped yet'}`. "
-             f"Written by `python benchmarks/speed.py` in {rep['total_minutes']} min.", "",
+             f"Written by `python benchmarks/speed.py` in {rep['total_minutes']} min. Seconds: median of "
+             f"the runs in each row (after one untimed warm-up run, except {BIG}, timed once from cold).", "",
              "| input | scale | reference s | exact s | fast s | bicubic s | exact speed-up | fast speed-up "
              "| peak RSS MB (ref / exact / fast) | max abs diff exact | PSNR fast vs ref | PSNR bicubic vs ref |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -314,9 +320,10 @@ def markdown(rep: dict) -> str:
               f"the reference output. The exact engine's difference from the reference comes from the "
               f"reference's float32 coordinates (an ulp of a coordinate is a 1e-5 LR-pixel error at these "
               f"widths); tiled against untiled, our engine differs by <= 1e-5 (tests/test_engine.py). "
-              f"The engine (exact and fast) runs the encoder on channels-last input, and the fast decoder's head "
-              f"on strips of rows; the reference keeps the LIIF code's NCHW whole-map convolutions "
-              f"(`python benchmarks/prepare_strips.py` measures the strips alone)."]
+              f"The engine (exact and fast) runs the encoder on channels-last input, the per-query layers on "
+              f"whichever of GEMM and a 1x1 convolution is faster on this CPU (`csr/models/mlp.py`), and the fast "
+              f"decoder's head on strips of rows as the queries reach them (`python benchmarks/strips.py` measures "
+              f"the strips alone); the reference keeps the LIIF code's NCHW whole-map convolutions and nn.Linear."]
     return "\n".join(lines)
 
 

@@ -22,7 +22,8 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-DEFAULT_CHUNK = 1 << 12   # queries per forward pass: small enough to stay in cache (measured)
+DEFAULT_CHUNK = 1 << 12   # queries per forward pass: small enough to stay in cache (measured);
+                          # a model may name its own as ``query_chunk`` (lmf's narrow MLP: 8192)
 AUTO_TILE = 256           # LR tile side used when an image is larger than AUTO_TILE_AREA
 AUTO_TILE_AREA = 384 * 384
 
@@ -89,7 +90,7 @@ def plan_tiles(lr_hw, tile: int | None):
 
 
 @torch.no_grad()
-def upscale_tensor(model, lr: torch.Tensor, out_hw: tuple[int, int], chunk: int = DEFAULT_CHUNK,
+def upscale_tensor(model, lr: torch.Tensor, out_hw: tuple[int, int], chunk: int | None = None,
                    progress: bool = False, tile: int | str | None = None, out: torch.Tensor | None = None,
                    dtype=None) -> torch.Tensor:
     """Upscale ``lr`` (1, 3, h, w) in [0, 1] to ``out_hw`` = (H, W).
@@ -101,6 +102,7 @@ def upscale_tensor(model, lr: torch.Tensor, out_hw: tuple[int, int], chunk: int 
         raise ValueError(f"expected a (1, C, h, w) tensor, got {tuple(lr.shape)}")
     H, W = out_hw
     h, w = lr.shape[-2:]
+    chunk = chunk or getattr(model, "query_chunk", DEFAULT_CHUNK)
     if out is None:
         out = torch.empty(1, 3, H, W, device=lr.device, dtype=lr.dtype)
     tiles = plan_tiles((h, w), tile)
@@ -126,9 +128,8 @@ def upscale_tensor(model, lr: torch.Tensor, out_hw: tuple[int, int], chunk: int 
         for r0 in range(R0, R1, rows):
             r1 = min(R1, r0 + rows)
             ys = _local_axis(all_ys[r0 - R0:r1 - R0], H, h, py0, th, f64)
-            grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).view(1, -1, 2)
             with ctx:
-                pred = model.query(state, grid, cell.expand_as(grid))
+                pred = model.query_grid(state, ys, xs, cell)
             block = pred.float().view(r1 - r0, C1 - C0, -1).permute(2, 0, 1)
             _write(out, r0, r1, C0, C1, block)
             bar.update((r1 - r0) * (C1 - C0))

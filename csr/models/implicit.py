@@ -22,6 +22,11 @@ def make_coord(shape, device=None, dtype=torch.float32, flatten: bool = True) ->
     return grid.reshape(-1, 2) if flatten else grid
 
 
+def grid_coords(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """The (1, R*C, 2) coordinates of the grid of rows ``ys`` (R,) by columns ``xs`` (C,)."""
+    return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).view(1, -1, 2)
+
+
 def make_cell(coord: torch.Tensor, shape) -> torch.Tensor:
     """Cells for queries on an ``(H, W)`` output grid, shaped like ``coord``."""
     cell = torch.empty_like(coord)
@@ -31,10 +36,10 @@ def make_cell(coord: torch.Tensor, shape) -> torch.Tensor:
 
 
 EPS_PX = 2e-4  # tie-breaking nudge, in LIIF's offset units (1e-4 LR pixel)
-# A decoder whose prepare() makes several wide intermediate maps (lmf's head) runs it at inference
-# on strips of about this many LR pixels, which then stay in cache: 1.1-1.4x faster on 256x256
-# and 480x270 maps (channels-last input; runs vary); LIIF's single convolution was slower on
-# strips (0.8-0.9x), so the others do not (benchmarks/prepare_strips.py measures both).
+# A decoder whose prepare() makes several wide per-pixel maps (lmf's head: 448 numbers per LR
+# pixel) runs it at inference on strips of about this many LR pixels, as the queries reach them
+# (ImplicitSR.prepare_rows), so that the maps are computed and gathered while in cache; LIIF's
+# single convolution was slower on strips, so the others do not (benchmarks/strips.py).
 STRIP_PIXELS = 1 << 14
 
 
@@ -78,37 +83,58 @@ class ImplicitSR(nn.Module):
 
     def encode(self, lr: torch.Tensor, feat: torch.Tensor | None = None) -> dict:
         """Per-LR-pixel state for :meth:`query`; ``feat``: the encoder's output if already known
-        (a frozen encoder shared with a teacher is then run once per batch, not twice)."""
+        (a frozen encoder shared with a teacher is then run once per batch, not twice).
+
+        A decoder with ``strip_pixels`` set keeps, at inference on a map taller than one strip,
+        the encoder's output instead, and :meth:`prepare_rows` computes its per-pixel tensors
+        strip by strip as the queries reach them (the engine asks for rows top to bottom)."""
         x = self.normalise(lr)
         feat = self.encoder(x) if feat is None else feat
-        state = self.prepare_strips(feat)
-        state["hw"] = tuple(feat.shape[-2:])
-        state["dtype"] = torch.float64 if feat.dtype == torch.float64 else torch.float32
+        h, w = feat.shape[-2:]
+        state = {"hw": (h, w), "dtype": torch.float64 if feat.dtype == torch.float64 else torch.float32}
+        if self.strip_pixels and not torch.is_grad_enabled() and h > self._strip_rows(w):
+            state.update(encoded=feat, rows=(0, 0))
+        else:
+            state.update({k: v.contiguous() for k, v in self.prepare(feat).items()}, rows=(0, h))
         if self.add_bilinear:
             state["inp"] = x
         return state
 
-    def prepare_strips(self, feat: torch.Tensor, strip_pixels: int | None = None) -> dict:
-        """:meth:`prepare`, contiguous (so that every query's row look-up is a cheap index_select);
-        with ``strip_pixels`` (default: the class's), without gradients and on a larger map,
-        computed on strips of rows with one row of real context either side (every decoder's
-        per-pixel maps reach 3x3 latents), written into one buffer per tensor: the same numbers as
-        on the whole map, computed while they fit in cache."""
-        b, _, h, w = feat.shape
-        strip_pixels = strip_pixels or self.strip_pixels
-        rows = max(1, strip_pixels // w) if strip_pixels else h
-        if torch.is_grad_enabled() or h <= rows:
-            return {k: v.contiguous() for k, v in self.prepare(feat).items()}
-        state = None
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            a, z = max(0, r0 - 1), min(h, r1 + 1)
-            part = self.prepare(feat[:, :, a:z])
-            if state is None:
-                state = {k: v.new_empty(b, h * w, v.shape[-1]) for k, v in part.items()}
-            for k, v in part.items():
-                state[k][:, r0 * w:r1 * w] = v[:, (r0 - a) * w:(r1 - a) * w]
-        return state
+    def _strip_rows(self, w: int) -> int:
+        return max(1, self.strip_pixels // w)
+
+    def prepare_rows(self, state: dict, lo: int, hi: int) -> int:
+        """Make ``state``'s per-pixel tensors cover latent rows ``[lo, hi)``, and return the flat
+        index of their first pixel (0 when the whole map is prepared). A new strip runs from
+        ``lo`` over at least ``strip_pixels`` pixels, computed with one row of real context
+        either side (every decoder's per-pixel maps reach 3x3 latents): the same numbers as on
+        the whole map, computed and then gathered while they fit in cache, in buffers the
+        allocator reuses from strip to strip (a whole-map buffer is page-faulted in afresh by
+        every image: 0.5 s of 4.3 at 480x270, measured)."""
+        r0, r1 = state["rows"]
+        if r0 <= lo and hi <= r1:
+            return r0 * state["hw"][1]
+        h, w = state["hw"]
+        feat = state["encoded"]
+        r0, r1 = lo, min(h, max(hi, lo + self._strip_rows(w)))
+        a, z = max(0, r0 - 1), min(h, r1 + 1)
+        for k in state.pop("maps", ()):
+            del state[k]   # free the old strip before the new one is computed
+        part = self.prepare(feat[:, :, a:z])
+        state["maps"] = tuple(part)
+        for k, v in part.items():
+            state[k] = v[:, (r0 - a) * w:(r1 - a) * w].contiguous()
+        state["rows"] = (r0, r1)
+        return r0 * w
+
+    def local_indices(self, state: dict, idxs: list) -> list:
+        """Flat latent indices ``idxs`` as indices into the per-pixel tensors of ``state``, after
+        :meth:`prepare_rows` has made those cover every row the indices reach."""
+        w = state["hw"][1]
+        lo = min(i.min().item() for i in idxs) // w
+        hi = max(i.max().item() for i in idxs) // w + 1
+        first = self.prepare_rows(state, lo, hi)
+        return [i - first for i in idxs] if first else idxs
 
     def gather(self, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Rows ``idx`` (B, Q) of a per-pixel tensor ``t`` (B, H*W, C) -> (B, Q, C)."""
@@ -129,24 +155,31 @@ class ImplicitSR(nn.Module):
         weighted by the area of the rectangle between the query and the diagonally opposite one
         (LIIF eq. 4); without it, the nearest latent alone. (``cell`` is unused here; MetaSR,
         which picks its latent by the cell's corner, needs it.)"""
+        return self._ensemble(state, coord[..., 0], coord[..., 1])
+
+    def _axis(self, c: torch.Tensor, n: int, v: int, eps: float):
+        """Along one axis of ``n`` latents: the latent half an LR pixel from ``c`` towards side
+        ``v`` (-1, 0 or 1), plus a tie-breaking nudge that is a fixed distance in LR pixels (so a
+        tile and the whole image break ties alike; latents outside the map are clamped to its
+        edge), and the offset of ``c`` from that latent in LIIF's units."""
+        i, q = self._nearest(c + (v + eps) / n, n)
+        return i, (c - q) * n
+
+    def _ensemble(self, state: dict, cy: torch.Tensor, cx: torch.Tensor):
+        """:meth:`neighbours` of the queries at ``(cy, cx)``, given per axis as broadcastable
+        tensors: (B, Q) each for a list of queries, or a column and a row for a grid, whose every
+        look-up is then done once per output row and once per output column."""
         h, w = state["hw"]
         work = state.get("dtype", torch.float32)
-        size = coord.new_tensor([h, w])
-        if not self.local_ensemble:
-            shifts, eps = [(0, 0)], 0.0
-        else:
-            shifts, eps = [(-1, -1), (-1, 1), (1, -1), (1, 1)], EPS_PX
+        sides, eps = ((-1, 1), EPS_PX) if self.local_ensemble else ((0,), 0.0)
+        along_y = {v: self._axis(cy, h, v, eps) for v in sides}
+        along_x = {v: self._axis(cx, w, v, eps) for v in sides}
         found, areas = [], []
-        for vy, vx in shifts:
-            # half an LR pixel towards the neighbour, plus a tie-breaking nudge that is a fixed
-            # distance in LR pixels (so a tile and the whole image break ties alike); latents
-            # outside the map are clamped to its edge by _nearest
-            c = coord + coord.new_tensor([(vy + eps) / h, (vx + eps) / w])
-            iy, qy = self._nearest(c[..., 0], h)
-            ix, qx = self._nearest(c[..., 1], w)
-            rel = (coord - torch.stack([qy, qx], dim=-1)) * size
-            found.append((iy * w + ix, rel))
-            areas.append(((rel[..., 0] * rel[..., 1]).abs() + 1e-9).to(work))
+        for vy in sides:
+            for vx in sides:
+                (iy, ry), (ix, rx) = along_y[vy], along_x[vx]
+                found.append((iy * w + ix, torch.stack(torch.broadcast_tensors(ry, rx), dim=-1)))
+                areas.append(((ry * rx).abs() + 1e-9).to(work))
         if len(found) == 1:
             return found, [torch.ones_like(areas[0])]
         total = sum(areas)
@@ -158,13 +191,25 @@ class ImplicitSR(nn.Module):
         Coordinates may be float64 (the engine's): latent look-up and offsets are then computed
         in float64 and only the offsets are rounded to the model's precision.
         """
+        return self._blend(state, coord, cell, *self.neighbours(state, coord))
+
+    def query_grid(self, state: dict, ys: torch.Tensor, xs: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """:meth:`query` on the grid of rows ``ys`` (R,) by columns ``xs`` (C,) with one ``cell``
+        (2,) for all, as (1, R*C, 3): the engine's blocks. The same numbers, with the latent
+        look-ups done per row and per column instead of per query."""
+        coord = grid_coords(ys, xs)
+        found, weights = self._ensemble(state, ys.view(1, -1, 1), xs.view(1, 1, -1))
+        found = [(i.reshape(1, -1), r.reshape(1, -1, 2)) for i, r in found]
+        return self._blend(state, coord, cell.expand_as(coord), found, [a.reshape(1, -1) for a in weights])
+
+    def _blend(self, state, coord, cell, found, weights):
         h, w = state["hw"]
         work = state.get("dtype", torch.float32)
         rel_cell = (cell * coord.new_tensor([h, w])).to(work)
         if self.cell_clip:
             rel_cell = rel_cell.clamp(min=2 / self.cell_clip)
-        found, weights = self.neighbours(state, coord)
-        preds = [self.decode(state, idx, rel.to(work), rel_cell) for idx, rel in found]
+        idxs = self.local_indices(state, [idx for idx, _ in found])
+        preds = [self.decode(state, idx, rel.to(work), rel_cell) for idx, (_, rel) in zip(idxs, found)]
         out = preds[0] if len(preds) == 1 else sum(p * wt.unsqueeze(-1) for p, wt in zip(preds, weights))
         return self.finish(state, coord, out)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import make, register
-from .implicit import EPS_PX, ImplicitSR
+from .implicit import EPS_PX, ImplicitSR, grid_coords
 
 
 @register("metasr")
@@ -42,7 +42,12 @@ class MetaSR(ImplicitSR):
         (idx, rel), = self.neighbours(state, coord, cell)[0]
         inv_scale = cell[..., :1] * h / 2
         weights = self.imnet(torch.cat([rel, inv_scale], dim=-1).to(state.get("dtype", torch.float32)))
+        idx, = self.local_indices(state, [idx])   # (prepares the rows first, with strip_pixels)
         latent = self.gather(state["feat"], idx)
         b, q, k = latent.shape
         out = torch.bmm(latent.reshape(b * q, 1, k), weights.reshape(b * q, k, 3)).view(b, q, 3)
         return self.finish(state, coord, out)
+
+    def query_grid(self, state, ys, xs, cell):
+        coord = grid_coords(ys, xs)   # its look-up needs each query's cell corner: no per-axis form
+        return self.query(state, coord, cell.expand_as(coord))
