@@ -38,8 +38,8 @@ def make_cell(coord: torch.Tensor, shape) -> torch.Tensor:
 EPS_PX = 2e-4  # tie-breaking nudge, in LIIF's offset units (1e-4 LR pixel)
 # A decoder whose prepare() makes several wide per-pixel maps (lmf's head: 448 numbers per LR
 # pixel) runs it at inference on strips of about this many LR pixels, as the queries reach them
-# (ImplicitSR.prepare_rows), so that the maps are computed and gathered while in cache; LIIF's
-# single convolution was slower on strips, so the others do not (benchmarks/strips.py).
+# (ImplicitSR.prepare_rows), so that the maps are computed and gathered while in cache; LIIF's and
+# LTE's were no faster on strips (0.84-1.03x, one run each), so they do not (benchmarks/strips.py).
 STRIP_PIXELS = 1 << 14
 
 

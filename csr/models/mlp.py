@@ -13,8 +13,9 @@ _KERNEL: dict = {}   # device type -> "conv" or "gemm", chosen once per process 
 
 def _pick_kernel() -> str:
     """Time both kernels once on a typical block (4096 rows, 128 wide; about 10 ms): oneDNN's 1x1
-    convolution beat MKL's GEMM 1.6-2.5x at 64-256 wide layers on an AMD EPYC here, but which is
-    faster depends on the CPU and the BLAS, so it is measured, not assumed."""
+    convolution beat MKL's GEMM about 1.7x at 64 wide and 2.5x at 256 wide on an AMD EPYC here
+    (ad-hoc timing; whole upscales: benchmarks/speed.py), but which is faster depends on the CPU
+    and the BLAS, so it is measured, not assumed."""
     x, w = torch.randn(4096, 128), torch.randn(128, 128)
     best = {}
     for kernel in ("gemm", "conv"):
