@@ -38,8 +38,10 @@ def make_cell(coord: torch.Tensor, shape) -> torch.Tensor:
 EPS_PX = 2e-4  # tie-breaking nudge, in LIIF's offset units (1e-4 LR pixel)
 # A decoder whose prepare() makes several wide per-pixel maps (lmf's head: 448 numbers per LR
 # pixel) runs it at inference on strips of about this many LR pixels, as the queries reach them
-# (ImplicitSR.prepare_rows), so that the maps are computed and gathered while in cache; LIIF's and
-# LTE's were no faster on strips (0.84-1.03x, one run each), so they do not (benchmarks/strips.py).
+# (ImplicitSR.prepare_rows): its maps then take one strip's memory (29 MB) instead of the whole
+# map's (232 MB at 480x270) and are gathered while in cache. Whole upscales were 0.95-1.23x as
+# fast on strips for lmf and 0.94-1.24x for LIIF, within these shared CPUs' run-to-run noise
+# (benchmarks/strips.py, results/strips.md), so only lmf, for the memory, uses them.
 STRIP_PIXELS = 1 << 14
 
 
@@ -108,9 +110,8 @@ class ImplicitSR(nn.Module):
         index of their first pixel (0 when the whole map is prepared). A new strip runs from
         ``lo`` over at least ``strip_pixels`` pixels, computed with one row of real context
         either side (every decoder's per-pixel maps reach 3x3 latents): the same numbers as on
-        the whole map, computed and then gathered while they fit in cache, in buffers the
-        allocator reuses from strip to strip (a whole-map buffer is page-faulted in afresh by
-        every image: 0.5 s of 4.3 at 480x270, measured)."""
+        the whole map, computed and then gathered while they fit in cache; only one strip's maps
+        exist at a time."""
         r0, r1 = state["rows"]
         if r0 <= lo and hi <= r1:
             return r0 * state["hw"][1]

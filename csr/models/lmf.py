@@ -37,7 +37,7 @@ from .mlp import rows_linear
 @register("lmf")
 class LatentModulated(ImplicitSR):
     strip_pixels = STRIP_PIXELS   # its 448 numbers per LR pixel: made and used in cache (implicit.py)
-    query_chunk = 1 << 13         # queries per block (engine.py): 1.1x faster than 4096 at x4, measured
+    query_chunk = 1 << 13         # queries per block (engine.py): about 1.1x faster than 4096 at x4 (ad-hoc timing)
 
     def __init__(self, encoder_spec: dict, hidden: int = 64, depth: int = 3, head_dim: int = 256,
                  pixel_rel: bool = False, pixel_scale: bool = False, local_ensemble: bool = True,
@@ -88,7 +88,7 @@ class LatentModulated(ImplicitSR):
         With gradients, one gather split into its parts (a slice per part would fill, in its
         backward, a zero tensor as wide as all the columns: most of a training step, measured);
         without, each part gathered from its own columns just before it is used, so that it is
-        still in cache when used (queries 1.4x faster at 480x270, measured)."""
+        still in cache when used (queries about 1.4x faster at 480x270, ad-hoc timing)."""
         t, hid = state["mod"], self.hidden
         if torch.is_grad_enabled():
             return self.gather(t, idx).view(-1, t.shape[-1]).split(hid, dim=1).__getitem__
