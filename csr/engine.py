@@ -22,6 +22,8 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from .models.implicit import grid_coords
+
 DEFAULT_CHUNK = 1 << 12   # queries per forward pass: small enough to stay in cache (measured);
                           # a model may name its own as ``query_chunk`` (lmf's narrow MLP: 8192)
 AUTO_TILE = 256           # LR tile side used when an image is larger than AUTO_TILE_AREA
@@ -129,7 +131,11 @@ def upscale_tensor(model, lr: torch.Tensor, out_hw: tuple[int, int], chunk: int 
             r1 = min(R1, r0 + rows)
             ys = _local_axis(all_ys[r0 - R0:r1 - R0], H, h, py0, th, f64)
             with ctx:
-                pred = model.query_grid(state, ys, xs, cell)
+                if hasattr(model, "query_grid"):
+                    pred = model.query_grid(state, ys, xs, cell)
+                else:   # a model with only the encode/query interface
+                    grid = grid_coords(ys, xs)
+                    pred = model.query(state, grid, cell.expand_as(grid))
             block = pred.float().view(r1 - r0, C1 - C0, -1).permute(2, 0, 1)
             _write(out, r0, r1, C0, C1, block)
             bar.update((r1 - r0) * (C1 - C0))

@@ -249,6 +249,25 @@ def test_strips_equal_whole_map(name, strip):
     assert (out.flip(1).view(29, 13, 3).permute(2, 0, 1) - whole[0]).abs().max() < 1e-6
 
 
+def test_lmf_maps_stay_float32_under_bf16_autocast():
+    """Its per-pixel gains are 1 + s: a bf16 map would round them to steps of 2^-7."""
+    model = build(SPECS["lmf-pixel"]())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        state = model.encode(rand_lr(7, 5))
+    assert state["mod"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_no_queries_no_error(name):
+    """Zero queries give a (B, 0, 3) answer, lazily prepared maps or not."""
+    model = build(SPECS[name]())
+    model.strip_pixels = 5
+    with torch.no_grad():
+        state = model.encode(rand_lr(11, 5))
+        none = torch.zeros(1, 0, 2)
+        assert model.query(state, none, none).shape == (1, 0, 3)
+
+
 @pytest.mark.parametrize("name", list(SPECS))
 def test_query_grid_equals_query(name):
     """The engine's per-row, per-column look-ups give the same numbers as per-query ones."""
@@ -262,6 +281,8 @@ def test_query_grid_equals_query(name):
         a = model.query_grid(state, ys, xs, cell)
         b = model.query(state, coord, cell.expand_as(coord))
     assert a.shape == (1, 54, 3) and torch.equal(a, b)
+    with torch.no_grad(), pytest.raises(ValueError, match="one image at a time"):
+        model.query_grid(model.encode(torch.rand(2, 3, 7, 5)), ys, xs, cell)
 
 
 @pytest.mark.parametrize("name", list(SPECS))
@@ -417,6 +438,8 @@ def test_rows_linear_kernels_equal_linear(monkeypatch, kernel):
                 assert y.shape == (m, n) and y.is_contiguous()
                 assert (y - F.linear(x, w, bias)).abs().max() < 1e-5
             assert torch.equal(mlp_mod.rows_linear(x.t().contiguous().t(), w, b), F.linear(x.t().contiguous().t(), w, b))
+    with torch.no_grad():
+        assert mlp_mod.rows_linear(torch.zeros(0, 3), w[:, :3], b).shape == (0, n)
     x.requires_grad_(True)
     mlp_mod.rows_linear(x, w, b).sum().backward()
     assert x.grad is not None
@@ -429,9 +452,14 @@ def test_rows_linear_kernels_equal_linear(monkeypatch, kernel):
         assert (upscale_tensor(model, lr, (13, 9)) - a).abs().max() < 1e-6
 
 
-def test_rows_linear_picks_a_kernel_by_timing():
+def test_rows_linear_picks_a_kernel_by_timing(monkeypatch):
     from csr.models import mlp as mlp_mod
+    state = torch.get_rng_state()
     assert mlp_mod._pick_kernel() in ("gemm", "conv")
+    assert torch.equal(torch.get_rng_state(), state)   # users' seeds untouched
+    monkeypatch.setenv("CSR_ROWS_KERNEL", "fast")
+    with torch.no_grad(), pytest.raises(ValueError, match="gemm or conv"):
+        mlp_mod.rows_linear(torch.zeros(4, 3), torch.zeros(2, 3))
 
 
 # ------------------------------------------------------------------ LTE specifics

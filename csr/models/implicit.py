@@ -93,7 +93,8 @@ class ImplicitSR(nn.Module):
         x = self.normalise(lr)
         feat = self.encoder(x) if feat is None else feat
         h, w = feat.shape[-2:]
-        state = {"hw": (h, w), "dtype": torch.float64 if feat.dtype == torch.float64 else torch.float32}
+        state = {"hw": (h, w), "batch": feat.shape[0],
+                 "dtype": torch.float64 if feat.dtype == torch.float64 else torch.float32}
         if self.strip_pixels and not torch.is_grad_enabled() and h > self._strip_rows(w):
             state.update(encoded=feat, rows=(0, 0))
         else:
@@ -131,6 +132,12 @@ class ImplicitSR(nn.Module):
     def local_indices(self, state: dict, idxs: list) -> list:
         """Flat latent indices ``idxs`` as indices into the per-pixel tensors of ``state``, after
         :meth:`prepare_rows` has made those cover every row the indices reach."""
+        if "encoded" not in state:
+            return idxs   # the whole map is prepared: no look-up, no device sync
+        if not idxs[0].numel():   # nothing asked: any strip will do, so that the maps exist
+            if not state["rows"][1]:
+                self.prepare_rows(state, 0, 1)
+            return idxs
         w = state["hw"][1]
         lo = min(i.min().item() for i in idxs) // w
         hi = max(i.max().item() for i in idxs) // w + 1
@@ -198,10 +205,16 @@ class ImplicitSR(nn.Module):
         """:meth:`query` on the grid of rows ``ys`` (R,) by columns ``xs`` (C,) with one ``cell``
         (2,) for all, as (1, R*C, 3): the engine's blocks. The same numbers, with the latent
         look-ups done per row and per column instead of per query."""
-        coord = grid_coords(ys, xs)
+        coord = self._grid_of_one(state, ys, xs)
         found, weights = self._ensemble(state, ys.view(1, -1, 1), xs.view(1, 1, -1))
         found = [(i.reshape(1, -1), r.reshape(1, -1, 2)) for i, r in found]
         return self._blend(state, coord, cell.expand_as(coord), found, [a.reshape(1, -1) for a in weights])
+
+    @staticmethod
+    def _grid_of_one(state: dict, ys, xs) -> torch.Tensor:
+        if state.get("batch", 1) != 1:
+            raise ValueError("query_grid answers one image at a time: use query() for a batch")
+        return grid_coords(ys, xs)
 
     def _blend(self, state, coord, cell, found, weights):
         h, w = state["hw"]

@@ -45,5 +45,5 @@ class LIIF(ImplicitSR):
         pos, w_pos = (torch.cat([rel, rel_cell], -1), torch.cat([w_rel, w_cell], 1)) if self.cell_decode else (rel, w_rel)
         z = self.gather(state["z"], idx)
         b, q, k = z.shape
-        h = torch.addmm(z.view(b * q, k), pos.reshape(b * q, -1), w_pos.t()).view(b, q, k)
+        h = torch.addmm(z.view(b * q, k), pos.reshape(b * q, pos.shape[-1]), w_pos.t()).view(b, q, k)
         return self.imnet(h.relu_() if not torch.is_grad_enabled() else h.relu(), start=2)

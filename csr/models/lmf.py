@@ -80,7 +80,9 @@ class LatentModulated(ImplicitSR):
             bias += [one] * len(self.layers)
         weight = torch.cat([hd.weight for hd in heads])
         bias = torch.cat([hd.bias for hd in heads]) + torch.cat(bias)
-        mod = F.conv2d(t, weight, bias)
+        # the folded bias added outside the convolution: under bf16 autocast it (with the gains'
+        # 1) stays float32, where a bf16 bias would round 1 + s to steps of 2^-7
+        mod = F.conv2d(t, weight) + bias.view(1, -1, 1, 1)
         return {"mod": mod.flatten(2).transpose(1, 2)}
 
     def _parts(self, state, idx):

@@ -38,6 +38,6 @@ class LTE(ImplicitSR):
         freq = self.gather(state["freq"], idx)
         b, q, _ = freq.shape
         # frequencies come in (y, x) pairs: project the offset onto each
-        arg = (freq.view(b, q, -1, 2) * rel.unsqueeze(-2)).sum(-1) + self.phase(rel_cell)
+        arg = (freq.view(b, q, freq.shape[-1] // 2, 2) * rel.unsqueeze(-2)).sum(-1) + self.phase(rel_cell)
         basis = torch.cat([torch.cos(math.pi * arg), torch.sin(math.pi * arg)], dim=-1)
         return self.imnet(coef * basis)

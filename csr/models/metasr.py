@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import make, register
-from .implicit import EPS_PX, ImplicitSR, grid_coords
+from .implicit import EPS_PX, ImplicitSR
 
 
 @register("metasr")
@@ -49,5 +49,5 @@ class MetaSR(ImplicitSR):
         return self.finish(state, coord, out)
 
     def query_grid(self, state, ys, xs, cell):
-        coord = grid_coords(ys, xs)   # its look-up needs each query's cell corner: no per-axis form
+        coord = self._grid_of_one(state, ys, xs)   # its look-up needs each query's cell corner: no per-axis form
         return self.query(state, coord, cell.expand_as(coord))

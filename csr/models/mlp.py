@@ -16,15 +16,17 @@ def _pick_kernel() -> str:
     convolution beat MKL's GEMM about 1.7x at 64 wide and 2.5x at 256 wide on an AMD EPYC here
     (ad-hoc timing; whole upscales: benchmarks/speed.py), but which is faster depends on the CPU
     and the BLAS, so it is measured, not assumed."""
-    x, w = torch.randn(4096, 128), torch.randn(128, 128)
+    g = torch.Generator().manual_seed(0)   # not the global generator: users' seeds stay theirs
+    x, w = torch.randn(4096, 128, generator=g), torch.randn(128, 128, generator=g)
     best = {}
-    for kernel in ("gemm", "conv"):
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            _product(x, w, None, kernel)
-            times.append(time.perf_counter() - t)
-        best[kernel] = min(times[1:])
+    with torch.autocast("cpu", enabled=False):
+        for kernel in ("gemm", "conv"):
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                _product(x, w, None, kernel)
+                times.append(time.perf_counter() - t)
+            best[kernel] = min(times[1:])
     return min(best, key=best.get)
 
 
@@ -41,9 +43,12 @@ def rows_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     float64, ``F.linear``; otherwise whichever of GEMM and a 1x1 convolution is faster on this
     CPU (``_pick_kernel``; ``$CSR_ROWS_KERNEL=gemm|conv`` forces one). The same numbers to float
     rounding."""
-    if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype == torch.float64 or not x.is_contiguous():
+    if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype == torch.float64
+            or not x.is_contiguous() or not x.shape[0]):
         return F.linear(x, weight, bias)
     kernel = os.environ.get("CSR_ROWS_KERNEL") or _KERNEL.get("cpu")
+    if kernel not in (None, "gemm", "conv"):
+        raise ValueError(f"CSR_ROWS_KERNEL must be gemm or conv, not {kernel!r}")
     if kernel is None:
         kernel = _KERNEL["cpu"] = _pick_kernel()
     return _product(x, weight, bias, kernel)
@@ -69,7 +74,8 @@ class MLP(nn.Module):
         shape = x.shape[:-1]
         h = x.reshape(-1, x.shape[-1])
         if torch.is_grad_enabled():
-            return self.layers[start:](h).view(*shape, -1)
+            h = self.layers[start:](h)
+            return h.view(*shape, h.shape[-1])
         owned = False  # never modify the caller's tensor
         for layer in self.layers[start:]:
             if isinstance(layer, nn.ReLU):
@@ -77,4 +83,4 @@ class MLP(nn.Module):
             else:
                 h = rows_linear(h, layer.weight, layer.bias)
             owned = True
-        return h.view(*shape, -1)
+        return h.view(*shape, h.shape[-1])
