@@ -272,8 +272,12 @@ def _log_row(path: Path, row: dict):
 
 
 def export(model, cfg: dict, path: Path, **extra):
-    ship = cfg.get("ship", {})
-    base = ship.get("encoder_from")
+    """Write ``model`` as a self-describing checkpoint. With ``ship.encoder_from`` the encoder is left
+    out and named instead, but only while it still equals that model's encoder: an encoder that was
+    trained (or came from elsewhere) ships with the decoder."""
+    base = cfg.get("ship", {}).get("encoder_from")
+    if base and not _same_encoder(model, base, cfg.get("download")):
+        base = None
     meta = {**extra, "config": cfg.get("name", Path(cfg["out"]).name)}
     if base:
         meta["encoder_from"] = base
@@ -283,6 +287,14 @@ def export(model, cfg: dict, path: Path, **extra):
         spec, sd, ex = read_checkpoint(path)
         sd = {k: v for k, v in sd.items() if not k.startswith("encoder.")}
         atomic_write(path, lambda tmp: save_file(sd, tmp, metadata={"spec": json.dumps(spec), "extra": json.dumps(ex)}))
+
+
+def _same_encoder(model, base: str, download=None) -> bool:
+    from .zoo import read_full
+    theirs = {k: v for k, v in read_full(base, download=download)[1].items() if k.startswith("encoder.")}
+    mine = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    return mine.keys() == theirs.keys() and all(torch.equal(v.detach().cpu(), theirs[k].to(v.dtype))
+                                                for k, v in mine.items())
 
 
 def ship_weights(cfg: dict, best: Path) -> bool:

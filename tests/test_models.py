@@ -360,6 +360,15 @@ def test_init_from_a_decoder_only_checkpoint_pulls_its_encoder(tmp_path, monkeyp
     coord, cell = queries(7, 5, n=50)
     with torch.no_grad():
         assert (stage1(lr, coord, cell) - grown(lr, coord, cell)).abs().max() < 1e-6
+    # an encoder that was trained after init no longer is the named one: it ships with the decoder
+    with torch.no_grad():
+        next(grown.encoder.parameters()).add_(1e-3)
+    export(grown, {"model": lmf_spec(pixel_rel=True), "ship": {"encoder_from": "liif-edsr-baseline"},
+                   "out": str(tmp_path)}, tmp_path / "tuned.safetensors")
+    _, sd, extra = read_checkpoint(tmp_path / "tuned.safetensors")
+    assert "encoder_from" not in extra and set(sd) == set(grown.state_dict())
+    with torch.no_grad():
+        assert torch.equal(load_checkpoint(tmp_path / "tuned.safetensors").eval()(lr, coord, cell), grown(lr, coord, cell))
 
 
 # ------------------------------------------------------------------ checkpoints and registry
@@ -595,3 +604,14 @@ def test_golden_set5_x2_x3(data_root, liif_pretrained, scale):
     r = evaluate(liif_pretrained, "Set5", [scale], metrics=("psnr",), root=data_root, progress=False)
     psnr = r["results"][str(scale)]["psnr"]
     assert abs(psnr - SET5_MEAN_SLOW[scale]) < 0.01, psnr
+
+
+def test_shipped_weights_are_small_and_self_describing():
+    """What ships in csr/weights is ours, a few MB, and names its architecture and validation."""
+    files = sorted(zoo.WEIGHTS_DIR.glob("*.safetensors"))
+    assert files
+    for path in files:
+        assert path.stat().st_size < 8 * 2 ** 20, f"{path.name}: {path.stat().st_size / 2 ** 20:.1f} MB"
+        assert path.stem in zoo.ZOO and zoo.ZOO[path.stem][0] == "shipped"
+        spec, _, extra = read_checkpoint(path, header_only=True)
+        assert spec["name"] and extra["val_psnr"] > 0 and extra.get("config", "").startswith(path.stem)
