@@ -56,16 +56,16 @@ def _import_all():
 
 # ---------------------------------------------------------------------------- checkpoints
 
-def save_checkpoint(model, spec: dict, path, extra: dict | None = None, only: str | None = None):
+def save_checkpoint(model, spec: dict, path, extra: dict | None = None, drop: str | None = None):
     """Write ``model``'s weights with ``spec`` (and optional ``extra`` JSON) as safetensors.
 
-    ``only``: keep only the parameters under this prefix (for example ``"decoder."``), for a
-    checkpoint that sits on weights stored elsewhere (named in ``spec``).
+    ``drop``: leave out the parameters under this prefix (for example ``"encoder."``), for a
+    checkpoint that sits on weights stored elsewhere (named in ``extra``, as ``encoder_from``).
     """
     from safetensors.torch import save_file
 
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-          if only is None or k.startswith(only)}
+          if drop is None or not k.startswith(drop)}
     meta = {"spec": json.dumps({"name": spec["name"], "args": spec.get("args", {})})}
     if extra:
         meta["extra"] = json.dumps(extra)

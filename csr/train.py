@@ -281,12 +281,7 @@ def export(model, cfg: dict, path: Path, **extra):
     meta = {**extra, "config": cfg.get("name", Path(cfg["out"]).name)}
     if base:
         meta["encoder_from"] = base
-    save_checkpoint(model, cfg["model"], path, extra=meta, only=None)
-    if base:  # keep only what is ours: drop the encoder the checkpoint names
-        from safetensors.torch import save_file
-        spec, sd, ex = read_checkpoint(path)
-        sd = {k: v for k, v in sd.items() if not k.startswith("encoder.")}
-        atomic_write(path, lambda tmp: save_file(sd, tmp, metadata={"spec": json.dumps(spec), "extra": json.dumps(ex)}))
+    save_checkpoint(model, cfg["model"], path, extra=meta, drop="encoder." if base else None)  # only what is ours
 
 
 def _same_encoder(model, base: str, download=None) -> bool:
