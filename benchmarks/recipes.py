@@ -3,11 +3,12 @@
     python benchmarks/recipes.py                      # each recipe for 45 training minutes
     python benchmarks/recipes.py --minutes 120        # longer; continues runs already made
     python benchmarks/recipes.py --collect-only       # rebuild the results from the runs' logs
+    python benchmarks/recipes.py --name sample_efficiency-avx2   # another machine's results, beside these
 
 Each recipe is a training config; its run is the config's own (``runs/<name>``) and is resumed,
 so the study grows over sessions and with any longer run of the same config (a run stops here when
 its log reaches ``--minutes`` of training time; validation is not counted). Recipes run one after another, never side by side, so each has
-the whole machine. Writes ``results/sample_efficiency.{csv,md,png}``: every validation (EMA weights
+the whole machine. Writes ``results/<name>.{csv,md,png}`` (``--name``, default ``sample_efficiency``): every validation (EMA weights
 where the recipe keeps them, Set5 x4, LIIF protocol, Y channel), and the PSNR each recipe had at
 15, 29 and 43 minutes next to the naive recipe's published curve (measured on a Zen 4 with native
 bf16, quoted from the issue, not measured here).
@@ -113,22 +114,22 @@ def markdown(rows: list[dict], cpu: dict) -> str:
     return "\n".join(lines)
 
 
-def write(rows: list[dict]) -> None:
+def write(rows: list[dict], name: str = "sample_efficiency") -> None:
     from csr.dist import cpu_info
     cpu = cpu_info()
     RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "sample_efficiency.csv", "w", newline="") as f:
+    with open(RESULTS / f"{name}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["recipe", "config", "step", "minutes", "val_psnr"])
         w.writeheader()
         w.writerows(rows)
-    (RESULTS / "sample_efficiency.md").write_text(markdown(rows, cpu) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown(rows, cpu) + "\n")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name in dict.fromkeys(r["recipe"] for r in rows):
-        mine = [r for r in rows if r["recipe"] == name]
-        ax.plot([r["minutes"] for r in mine], [r["val_psnr"] for r in mine], "o-", ms=3, label=name)
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        mine = [r for r in rows if r["recipe"] == recipe]
+        ax.plot([r["minutes"] for r in mine], [r["val_psnr"] for r in mine], "o-", ms=3, label=recipe)
     ax.plot(QUOTED["minutes"], QUOTED["psnr"], "k--s", ms=5, label=QUOTED["label"])
     ax.set_xlabel(f"training minutes on this machine ({cpu['cores']} cores, {cpu['capability']})")
     ax.set_ylabel("Set5 x4 PSNR (dB, Y)")
@@ -136,7 +137,7 @@ def write(rows: list[dict]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "sample_efficiency.png", dpi=120)
+    fig.savefig(RESULTS / f"{name}.png", dpi=120)
     print(markdown(rows, cpu))
 
 
@@ -144,6 +145,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated config paths")
     p.add_argument("--minutes", type=float, default=45.0, help="training minutes per recipe")
+    p.add_argument("--name", default="sample_efficiency", help="results/<name>.{csv,md,png}")
     p.add_argument("--collect-only", action="store_true", help="do not train, only rebuild results/")
     a = p.parse_args(argv)
     configs = [c for c in a.recipes.split(",") if c]
@@ -154,7 +156,7 @@ def main(argv=None) -> int:
     if not rows:
         print("no validations yet: run without --collect-only first", file=sys.stderr)
         return 1
-    write(rows)
+    write(rows, a.name)
     return 0
 
 
