@@ -20,8 +20,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # name -> (where its checkpoint comes from, one line for users)
 ZOO: dict[str, tuple[str, str]] = {
     "liif-edsr-baseline": ("download", "LIIF on EDSR-baseline, the LIIF authors' DIV2K checkpoint"),
-    "lte-edsr-baseline": ("shipped", "LTE decoder trained here on the LIIF authors' EDSR-baseline encoder"),
-    "metasr-edsr-baseline": ("shipped", "MetaSR decoder trained here on the same encoder"),
+    "lte-edsr-baseline": ("shipped", "LTE trained here from the LIIF authors' EDSR-baseline (its encoder fine-tuned with it)"),
+    "metasr-edsr-baseline": ("shipped", "MetaSR trained here from the same model (its encoder fine-tuned with it)"),
     "lmf-edsr-baseline": ("shipped", "fast decoder (latent-modulated, tiny per-query MLP) on the same encoder"),
     "liif-edsr-baseline-scratch": ("shipped", "LIIF + EDSR-baseline trained from scratch here (T91+BSD200)"),
 }
