@@ -7,7 +7,8 @@ atomically; the best EMA weights by validation PSNR go to ``<out>/best.safetenso
 when the config names an ``encoder_from``), which ``--ship`` copies into ``csr/weights/`` when
 it beats the shipped file. Under ``torchrun`` each process takes its share of every batch.
 ``<out>/log.csv`` has a row per step: ``step, time_s`` (wall time spent training, validation
-excluded), ``loss, lr, val_psnr`` (Set5 x4 of the EMA weights by default, at ``val.every``).
+excluded), ``loss, lr, val_psnr`` (Set5 x4 of the EMA weights by default, at ``val.every``: a step count, or
+``{from_step: every}``).
 ``init_from`` (a zoo name or a checkpoint path) loads the weights whose names start with one of
 ``init_prefixes`` (default: the encoder's) before step 0; parameters under ``freeze`` stay fixed.
 With a frozen encoder and/or a teacher, ``replay: {slots, reuse}`` trains on each batch and its
@@ -57,6 +58,16 @@ def lr_at(step: int, cfg: dict) -> float:
     t = min(1.0, (step - warm) / max(1, total - warm))
     lo = opt.get("min_lr", base * 0.01)
     return lo + 0.5 * (base - lo) * (1 + math.cos(math.pi * t))
+
+
+def val_due(step: int, cfg: dict) -> bool:
+    """Whether ``step`` validates: every ``val.every`` steps (default 500) and at the last step.
+    ``val.every`` may be ``{from_step: every, ...}`` (from step 0): dense early, sparse later."""
+    every = cfg.get("val", {}).get("every", 500)
+    if isinstance(every, dict):
+        plan = sorted((int(k), int(v)) for k, v in every.items())
+        every = next((v for k, v in reversed(plan) if k <= step), plan[0][1])
+    return step == cfg["steps"] or step % int(every) == 0
 
 
 def _batch(ds: RandomScaleSR, step: int, batch: int, rank: int, world: int, seed: int):
@@ -153,7 +164,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
     batch_at = (BatchReplay(out / "replay" / f"rank{rank}", frozen_batch, rep.get("slots", 256),
                             rep.get("reuse", 4), key, device) if rep else frozen_batch)
     ema_decay, clip = cfg.get("ema", 0.999), cfg.get("grad_clip", 0.0)
-    val_every, save_every = cfg.get("val", {}).get("every", 500), cfg.get("save_every", 100)
+    save_every = cfg.get("save_every", 100)
     budget = t_used + 60 * minutes if minutes else math.inf   # in training seconds (validation excluded)
     saved = step
 
@@ -207,7 +218,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
             continue
         row = {"step": step, "time_s": round(time.time() - t0, 1), "loss": round(loss.item(), 5),
                "lr": lr_at(step - 1, cfg), "val_psnr": ""}
-        if step % val_every == 0 or step == cfg["steps"]:
+        if val_due(step, cfg):
             validate_into(row)
         _log_row(out / "log.csv", row)
         if step % save_every == 0 or step == cfg["steps"] or row["val_psnr"] != "":

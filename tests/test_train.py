@@ -440,3 +440,13 @@ def test_replay_step_times_split_fresh_and_reused(tmp_path):
     r = mod.step_times(tmp_path / "log.csv", slots=2, reuse=3)
     assert r["fresh_s"] == 3.0 and r["reused_s"] == 1.0
     assert r["cycle_s"] == pytest.approx(5 / 3) and r["gain"] == pytest.approx(1.8)
+
+
+def test_validation_schedule_dense_early_sparse_later():
+    from csr.train import val_due
+    steps = lambda every, n=20: [s for s in range(1, n + 1) if val_due(s, {"steps": n, "val": {"every": every}})]  # noqa: E731
+    assert steps(5) == [5, 10, 15, 20]
+    assert steps({0: 2, 8: 5}) == [2, 4, 6, 10, 15, 20]            # every 2 below step 8, then every 5
+    assert steps({0: 3, 10: 4}, n=17) == [3, 6, 9, 12, 16, 17]      # the last step always validates
+    assert steps({"0": 2, "6": 100}, n=9) == [2, 4, 9]             # string keys (JSON) read the same
+    assert steps(1000, n=3) == [3]
