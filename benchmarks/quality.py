@@ -5,6 +5,8 @@
 Rows are merged into the existing CSV (same model/dataset/scale/protocol replaced), so a long
 table can be filled in over several runs; the markdown is rebuilt from the whole CSV each time.
 Protocol: ``liif`` (see ``csr/data/benchmark.py``), Y channel, shave = scale, LPIPS (alex) on RGB.
+``--self-ensemble`` averages the 8 flips/transposes of each input (8x the time) and files the rows
+under ``MODEL+self-ensemble``, compared with the plain model's rows.
 """
 from __future__ import annotations
 
@@ -19,8 +21,15 @@ from csr.published import published
 FIELDS = ["model", "dataset", "scale", "protocol", "psnr", "ssim", "lpips", "images", "seconds"]
 DATASET_ORDER = ["Set5", "Set14", "B100", "Urban100"]
 # decoders trained here on the LIIF authors' encoder: their bar is that model, measured in this table
-AGAINST_MEASURED = {m: "liif-edsr-baseline" for m in
-                    ("lte-edsr-baseline", "lmf-edsr-baseline", "metasr-edsr-baseline")}
+# (and the from-scratch LIIF, against the checkpoint that had DIV2K and 1000 epochs)
+AGAINST_MEASURED = {m: "liif-edsr-baseline" for m in ("lte-edsr-baseline", "lmf-edsr-baseline",
+                                                      "metasr-edsr-baseline", "liif-edsr-baseline-scratch")}
+SELF_ENSEMBLE = "+self-ensemble"
+
+
+def against(model: str) -> str | None:
+    """The measured model a row set is compared with: the plain model for self-ensemble rows."""
+    return model[:-len(SELF_ENSEMBLE)] if model.endswith(SELF_ENSEMBLE) else AGAINST_MEASURED.get(model)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -56,7 +65,7 @@ def markdown(rows: list[dict]) -> str:
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         scales = sorted({float(r["scale"]) for r in mine})
-        label = published(model, "Set5", 4)[0]
+        label = published(model.removesuffix(SELF_ENSEMBLE), "Set5", 4)[0]
         out += [f"## {model}", ""]
         head = "| dataset | " + " | ".join(f"x{s:g}" for s in scales) + " |"
         out += [head, "|---" * (len(scales) + 1) + "|"]
@@ -68,12 +77,12 @@ def markdown(rows: list[dict]) -> str:
                 r = _cell(mine, model, d, s)
                 cells.append("–" if r is None else f"{float(r['psnr']):.2f} / {float(r['ssim']):.4f} / "
                              f"{float(r['lpips']):.4f}" if r.get("lpips") else f"{float(r['psnr']):.2f}")
-                p = published(model, d, s)[1]
+                p = published(model.removesuffix(SELF_ENSEMBLE), d, s)[1]
                 pub.append("–" if p is None else (f"{p:.2f}" if r is None else f"{p:.2f} ({float(r['psnr']) - p:+.2f})"))
             out.append(f"| {d} | " + " | ".join(cells) + " |")
             if label and any(c != "–" for c in pub):
                 out.append(f"| *{label}* | " + " | ".join(pub) + " |")
-            base = AGAINST_MEASURED.get(model)
+            base = against(model)
             if base:
                 diff = []
                 for s in scales:
@@ -101,6 +110,7 @@ def main(argv=None):
     p.add_argument("--protocol", default="liif")
     p.add_argument("--metrics", default="psnr,ssim,lpips")
     p.add_argument("--data-root")
+    p.add_argument("--self-ensemble", action="store_true", help="average 8 flips/transposes (rows: MODEL+self-ensemble)")
     p.add_argument("--out", default="results/quality")
     a = p.parse_args(argv)
     csv_path, md_path = Path(a.out + ".csv"), Path(a.out + ".md")
@@ -110,16 +120,18 @@ def main(argv=None):
         for d in a.datasets.split(","):
             for s in a.scales.split(","):
                 t0 = time.time()
-                r = evaluate(model, d, [s], protocol=a.protocol, root=a.data_root, metrics=metrics)
+                r = evaluate(model, d, [s], protocol=a.protocol, root=a.data_root, metrics=metrics,
+                             self_ensemble=a.self_ensemble)
                 res = r["results"][s]
-                row = {"model": model, "dataset": d, "scale": s, "protocol": a.protocol,
+                name = model + SELF_ENSEMBLE if a.self_ensemble else model
+                row = {"model": name, "dataset": d, "scale": s, "protocol": a.protocol,
                        **{m: f"{res[m]:.4f}" for m in metrics}, "images": len(res["images"]),
                        "seconds": f"{time.time() - t0:.1f}"}
                 rows = [x for x in rows if (x["model"], x["dataset"], x["scale"], x["protocol"])
-                        != (model, d, s, a.protocol)] + [row]
+                        != (name, d, s, a.protocol)] + [row]
                 write_csv(csv_path, rows)
                 md_path.write_text(markdown(rows))
-                print(f"{model} {d} x{s}: " + "  ".join(f"{m} {res[m]:.4f}" for m in metrics), flush=True)
+                print(f"{name} {d} x{s}: " + "  ".join(f"{m} {res[m]:.4f}" for m in metrics), flush=True)
 
 
 if __name__ == "__main__":
