@@ -29,7 +29,7 @@ SELF_ENSEMBLE = "+self-ensemble"
 
 def against(model: str) -> str | None:
     """The measured model a row set is compared with: the plain model for self-ensemble rows."""
-    return model[:-len(SELF_ENSEMBLE)] if model.endswith(SELF_ENSEMBLE) else AGAINST_MEASURED.get(model)
+    return model.removesuffix(SELF_ENSEMBLE) if model.endswith(SELF_ENSEMBLE) else AGAINST_MEASURED.get(model)
 
 
 def read_rows(path: Path) -> list[dict]:
