@@ -3,6 +3,7 @@
 The models here are tiny and randomly initialised (fixed seeds); the only pretrained model is in
 the golden tests marked ``weights``.
 """
+import math
 import os
 
 import pytest
@@ -489,6 +490,26 @@ def test_lte_cell_clip():
         # below the clip, the cell still matters
         assert (clipped(lr, coord, cell_for(2)) - clipped(lr, coord, cell_for(4))).abs().max() > 1e-5
         assert (free(lr, coord, cell_for(8)) - free(lr, coord, cell_for(4))).abs().max() > 1e-5
+
+
+def test_lte_fourier_features():
+    """LTE's decode, with and without gradients, against its formula written out: an MLP on
+    amplitudes times cos/sin(pi (f . rel + phase(cell))), each frequency a (f_y, f_x) pair."""
+    model = build(lte_spec(add_bilinear=False))
+    state = model.encode(rand_lr(7, 5))
+    g = torch.Generator().manual_seed(3)
+    idx = torch.randint(0, 35, (1, 50), generator=g)
+    rel, rel_cell = torch.randn(1, 50, 2, generator=g), torch.rand(1, 50, 2, generator=g)
+    with torch.no_grad():
+        coef, freq = state["coef"][0, idx[0]], state["freq"][0, idx[0]]
+        arg = freq.view(50, -1, 2) @ rel[0].unsqueeze(-1)   # (50, K, 1): f_y * dy + f_x * dx
+        arg = math.pi * (arg[..., 0] + rel_cell[0] @ model.phase.weight.t())
+        want = model.imnet(coef * torch.cat([torch.cos(arg), torch.sin(arg)], -1))
+        fast = model.decode(state, idx, rel, rel_cell)[0]
+    with torch.enable_grad():
+        taped = model.decode(state, idx, rel, rel_cell)[0]
+    assert taped.requires_grad
+    assert (fast - want).abs().max() < 1e-5 and (taped.detach() - want).abs().max() < 1e-5
 
 
 def test_lte_bilinear_skip():

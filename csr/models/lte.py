@@ -36,8 +36,10 @@ class LTE(ImplicitSR):
     def decode(self, state, idx, rel, rel_cell):
         coef = self.gather(state["coef"], idx)
         freq = self.gather(state["freq"], idx)
-        b, q, _ = freq.shape
-        # frequencies come in (y, x) pairs: project the offset onto each
-        arg = (freq.view(b, q, freq.shape[-1] // 2, 2) * rel.unsqueeze(-2)).sum(-1) + self.phase(rel_cell)
-        basis = torch.cat([torch.cos(math.pi * arg), torch.sin(math.pi * arg)], dim=-1)
-        return self.imnet(coef * basis)
+        # frequencies come in (y, x) pairs: project the offset onto each with two strided
+        # products, far cheaper on CPU than a size-2 sum over a (Q, K, 2) view
+        arg = freq[..., 0::2] * rel[..., :1]
+        arg = arg.addcmul_(freq[..., 1::2], rel[..., 1:]).add_(self.phase(rel_cell)).mul_(math.pi)
+        if torch.is_grad_enabled():   # cos needs arg intact for its gradient
+            return self.imnet(coef * torch.cat([arg.cos(), arg.sin()], dim=-1))
+        return self.imnet(torch.cat([arg.cos(), arg.sin_()], dim=-1).mul_(coef))
