@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_resize)
 
     u = sub.add_parser("upscale", help="super-resolve an image or a folder of images")
-    u.add_argument("-i", "--input", required=True, help="an image file or a folder of images")
+    u.add_argument("source", nargs="?", metavar="INPUT", help="an image file or a folder of images")
+    u.add_argument("-i", "--input", help="the same as INPUT")
     u.add_argument("-o", "--output", required=True, help="output file, or folder (for a folder input)")
     g = u.add_mutually_exclusive_group(required=True)
     g.add_argument("--scale", type=float, help="factor, e.g. 3.7 (output side = floor(side*scale + 0.5))")
@@ -206,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     u.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="bf16 only on CPUs with native bf16")
     u.add_argument("--ext", help="output extension for folder inputs, e.g. .png (default: keep)")
-    u.set_defaults(fn=cmd_upscale)
+    u.set_defaults(fn=cmd_upscale, parser=u)
 
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("--config", required=True)
@@ -224,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.fn is cmd_upscale:   # the input either way: `csr upscale photo.jpg` or `-i photo.jpg`
+        if (args.source is None) == (args.input is None):
+            args.parser.error("give one input: INPUT or -i/--input")
+        args.input = args.input or args.source
     try:
         args.fn(args)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:

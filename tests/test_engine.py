@@ -147,6 +147,14 @@ def test_cli_upscale_file_folder_and_errors(tmp_path, capsys):
     assert main(["upscale", "-i", str(src / "a.png"), "-o", str(tmp_path / "a2.png"), "--scale", "2.5",
                  "--model", "bicubic"]) == 0
     assert Image.open(tmp_path / "a2.png").size == (93, 58)
+    # the input may also be positional; exactly one of the two
+    assert main(["upscale", str(src / "a.png"), "-o", str(tmp_path / "a3.png"), "--scale", "2",
+                 "--model", "bicubic"]) == 0
+    assert Image.open(tmp_path / "a3.png").size == (74, 46)
+    for args in ([], [str(src / "a.png"), "-i", str(src / "a.png")]):
+        with pytest.raises(SystemExit):
+            main(["upscale", *args, "-o", str(tmp_path / "x.png"), "--scale", "2"])
+        assert "give one input" in capsys.readouterr().err
     assert main(["upscale", "-i", str(src / "a.png"), "-o", str(tmp_path / "hd.png"), "--size", "64x36"]) == 0
     assert Image.open(tmp_path / "hd.png").size == (64, 36)
     # a folder: good files are written, the broken one is reported, and the exit code says so
