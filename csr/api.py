@@ -122,7 +122,8 @@ def upscale(image, scale=None, size=None, model: str | torch.nn.Module = DEFAULT
     """Super-resolve ``image`` by ``scale`` or to ``size``; returns the same kind of object.
 
     image: a PIL image (any mode), a numpy array (H x W gray, H x W x 3 RGB or x 4 RGBA; uint8,
-        uint16 or float in [0, 1]) or a torch tensor ((C, H, W) or (1, C, H, W), float in [0, 1]).
+        uint16 or float in [0, 1]) or a torch tensor ((C, H, W) or (1, C, H, W), float in [0, 1]);
+        float values slightly outside [0, 1] are clipped, far outside (such as 0-255) refused.
     scale: a float, or ``(sy, sx)`` for different vertical and horizontal factors.
     size: ``(width, height)`` of the result (width first, as PIL).
     model: a name from ``csr.list_models()``, ``"bicubic"``, a checkpoint path or a module.
@@ -166,6 +167,10 @@ def _upscale_float_array(a, scale, size, model, tile, device, dtype, max_pixels,
         raise ValueError(f"expected H x W, H x W x 1, 3 or 4 samples, got shape {a.shape}")
     if not np.isfinite(a).all():
         raise ValueError("the image contains NaN or infinite values")
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if lo < -0.5 or hi > 1.5:   # slight over- and undershoot (another model's output) is clipped
+        raise ValueError(f"float images must be in [0, 1], this one spans [{lo:g}, {hi:g}]"
+                         + (" (an 8-bit image as floats? divide it by 255)" if hi <= 255.5 and lo >= 0 else ""))
     gray, squeeze = a.ndim == 2 or a.shape[2] == 1, a.ndim == 2
     a = a.astype(np.float32).reshape(*a.shape[:2], -1)
     out_hw = output_size(a.shape[0], a.shape[1], scale, size, max_pixels)

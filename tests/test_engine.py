@@ -129,6 +129,13 @@ def test_nan_pixels_and_bad_arrays_are_refused(tiny):
         csr.upscale(a, scale=2, model=tiny)
     with pytest.raises(ValueError, match="shape"):
         csr.upscale(np.zeros((8, 8, 5), np.float32), scale=2, model=tiny)
+    # floats far outside [0, 1] (an 8-bit image as floats) are refused, a slight overshoot clipped
+    with pytest.raises(ValueError, match="divide it by 255"):
+        csr.upscale(np.full((8, 8, 3), 200.0, np.float32), scale=2, model="bicubic")
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        csr.upscale(torch.full((3, 8, 8), -3.0), scale=2, model="bicubic")
+    over = csr.upscale(np.full((8, 8, 3), 1.02, np.float32), scale=2, model="bicubic")
+    assert np.allclose(over, 1.0, atol=1e-6)
 
 
 @pytest.mark.skipif(cpu_has_native_bf16() or torch.cuda.is_available(), reason="this CPU computes bf16")
