@@ -10,6 +10,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 
 from csr import io as cio
+from csr import png16
 
 RNG = np.random.default_rng(1234)
 H, W = 13, 17  # deliberately not square
@@ -144,7 +145,7 @@ def test_png_unfilter_matches_pillow_on_all_filter_types():
         pos += 12 + n
     raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(40, -1)
     assert set(raw[:, 0]) == {0, 1, 2, 3, 4}
-    np.testing.assert_array_equal(cio._unfilter(raw, 40, 30, 3).reshape(40, 30, 3), a)
+    np.testing.assert_array_equal(png16.unfilter(raw, 40, 30, 3).reshape(40, 30, 3), a)
 
 
 def test_cmyk_jpeg(tmp_path):
@@ -290,7 +291,7 @@ def test_orient_matches_pillow():
 def _png_bytes(shape=(64, 64, 3), dtype=np.uint8):
     buf = io.BytesIO()
     if dtype == np.uint16:
-        cio._write_png(buf, rand(shape, dtype))
+        png16.write(buf, rand(shape, dtype))
     else:
         PILImage.fromarray(rand(shape, dtype)).save(buf, format="PNG")
     return buf.getvalue()
