@@ -1,85 +1,24 @@
-"""Tests for the implicit decoders (LIIF, LTE, MetaSR), the registry, checkpoints and the zoo.
+"""Tests for the implicit decoders (LIIF, LTE, MetaSR, LMF): the LIIF formulation written out, the
+ablation flags, one query interface (shapes, chunks, strips, grids) and each decoder's specifics.
 
-The models here are tiny and randomly initialised (fixed seeds); the only pretrained model is in
-the golden tests marked ``weights``.
+The models here are tiny and randomly initialised (fixed seeds, ``tiny_models``); checkpoints, the
+zoo and the golden test of the authors' weights are in ``test_zoo.py``.
 """
 import math
-import os
 
 import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-import csr  # noqa: E402
-from csr import hub, zoo  # noqa: E402
+from csr import zoo  # noqa: E402
 from csr.engine import upscale_tensor  # noqa: E402
 from csr.models.implicit import grid_coords, make_cell, make_coord  # noqa: E402
-from csr.registry import load_checkpoint, make, read_checkpoint, registered, save_checkpoint  # noqa: E402
+from csr.registry import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
+from tiny_models import SPECS, build, liif_spec, lmf_spec, lte_spec, queries, rand_lr  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-ENC = {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8}}
-
-
-def mlp(hidden=(16, 16), out_dim=3):
-    return {"name": "mlp", "args": {"out_dim": out_dim, "hidden_list": list(hidden)}}
-
-
-def liif_spec(**flags):
-    return {"name": "liif", "args": {"encoder_spec": ENC, "imnet_spec": mlp(), **flags}}
-
-
-def lte_spec(**kw):
-    return {"name": "lte", "args": {"encoder_spec": ENC, "imnet_spec": mlp(), "hidden_dim": 16, **kw}}
-
-
-def metasr_spec():
-    return {"name": "metasr", "args": {"encoder_spec": ENC, "imnet_spec": mlp((16,))}}
-
-
-def lmf_spec(**kw):
-    return {"name": "lmf", "args": {"encoder_spec": ENC, "hidden": 8, "depth": 3, "head_dim": 16, **kw}}
-
-
-SPECS = {"liif": liif_spec, "lte": lte_spec, "metasr": metasr_spec, "lmf": lmf_spec,
-         "lmf-pixel": lambda: lmf_spec(pixel_rel=True, pixel_scale=True)}
-
-
-def build(spec, seed=0, dtype=torch.float32):
-    torch.manual_seed(seed)
-    model = make(spec).to(dtype).eval()
-    # default inits leave biases small; perturb every parameter so no term is negligible
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
-
-
-def rand_lr(h=7, w=5, seed=1, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(1, 3, h, w, generator=g, dtype=dtype)
-
-
-def queries(h, w, n=300, seed=2, dtype=torch.float32):
-    """Random coords in [-1, 1] plus the corners, the borders and the LR pixel boundaries/centres."""
-    g = torch.Generator().manual_seed(seed)
-    rand = torch.rand(n, 2, generator=g, dtype=dtype) * 2 - 1
-    edge = torch.tensor([-1.0, -1 + 1e-7, -1 + 1e-3, 1 - 1e-3, 1 - 1e-7, 1.0], dtype=dtype)
-    corners = torch.cartesian_prod(edge, edge)
-    by = torch.arange(h + 1, dtype=dtype) * 2 / h - 1          # LR pixel boundaries along y
-    bx = torch.arange(w + 1, dtype=dtype) * 2 / w - 1
-    bounds = torch.cat([torch.stack([by, torch.full_like(by, 0.3)], -1),
-                        torch.stack([torch.full_like(bx, -0.4), bx], -1)])
-    centres = make_coord((h, w), dtype=dtype)
-    coord = torch.cat([rand, corners, bounds, centres]).unsqueeze(0)
-    # cells of random (anisotropic) output sizes, between x1 and x8
-    cell = torch.empty_like(coord)
-    cell[..., 0] = 2 / (h * (1 + 7 * torch.rand(coord.shape[1], generator=g, dtype=dtype)))
-    cell[..., 1] = 2 / (w * (1 + 7 * torch.rand(coord.shape[1], generator=g, dtype=dtype)))
-    return coord, cell
 
 
 # ------------------------------------------------------------------ the LIIF reference formulation
@@ -372,66 +311,6 @@ def test_init_from_a_decoder_only_checkpoint_pulls_its_encoder(tmp_path, monkeyp
         assert torch.equal(load_checkpoint(tmp_path / "tuned.safetensors").eval()(lr, coord, cell), grown(lr, coord, cell))
 
 
-# ------------------------------------------------------------------ checkpoints and registry
-
-@pytest.mark.parametrize("name", list(SPECS))
-def test_checkpoint_round_trip(tmp_path, name):
-    spec = SPECS[name]()
-    model = build(spec, seed=3)
-    path = save_checkpoint(model, spec, tmp_path / "m.safetensors", extra={"note": "x", "step": 5})
-    loaded = load_checkpoint(path).eval()
-    got_spec, sd, extra = read_checkpoint(path)
-    assert got_spec == spec
-    assert extra == {"note": "x", "step": 5}
-    assert set(sd) == set(model.state_dict())
-    lr = rand_lr(7, 5)
-    coord, cell = queries(7, 5, n=50)
-    with torch.no_grad():
-        assert torch.equal(model(lr, coord, cell), loaded(lr, coord, cell))
-    assert not list(tmp_path.glob("*.part"))  # the atomic write left nothing behind
-
-
-def test_read_checkpoint_rejects_foreign_safetensors(tmp_path):
-    from safetensors.torch import save_file
-    p = tmp_path / "plain.safetensors"
-    save_file({"w": torch.zeros(2)}, str(p))
-    with pytest.raises(ValueError, match="not a csr checkpoint"):
-        read_checkpoint(p)
-    with pytest.raises(ValueError):
-        load_checkpoint(p)
-    with pytest.raises(FileNotFoundError):
-        read_checkpoint(tmp_path / "missing.safetensors")
-
-
-def test_registry_unknown_name_lists_names():
-    with pytest.raises(KeyError) as exc:
-        make({"name": "no-such-model", "args": {}})
-    msg = str(exc.value)
-    for n in ("liif", "lte", "metasr", "edsr-baseline", "mlp"):
-        assert n in msg
-    assert {"liif", "lte", "metasr", "edsr", "edsr-baseline", "mlp"} <= set(registered())
-    with pytest.raises(ValueError):
-        make("liif")
-
-
-def test_registry_args_override():
-    spec = {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8}}
-    enc = make(spec, args={"n_feats": 4})
-    assert enc.out_dim == 4 and len(enc.body) == 2
-    assert spec["args"] == {"n_resblocks": 1, "n_feats": 8}  # the spec is not mutated
-    assert make(spec).out_dim == 8
-    m = make(liif_spec(), args={"feat_unfold": False})
-    assert m.imnet.in_dim == 8 + 2 + 2
-
-
-def test_registry_load_sd():
-    spec = {"name": "mlp", "args": {"in_dim": 4, "out_dim": 3, "hidden_list": [5]}}
-    a = make(spec)
-    b = make({**spec, "sd": a.state_dict()}, load_sd=True)
-    for k, v in a.state_dict().items():
-        assert torch.equal(v, b.state_dict()[k])
-
-
 @pytest.mark.parametrize("kernel", ["gemm", "conv"])
 def test_rows_linear_kernels_equal_linear(monkeypatch, kernel):
     """Both kernels the per-query layers may run on compute F.linear (with and without bias, any
@@ -530,113 +409,3 @@ def test_lte_bilinear_skip():
     ref = F.grid_sample(lr, coord.flip(-1).unsqueeze(1), mode="bilinear", padding_mode="border",
                         align_corners=False)[:, :, 0].transpose(1, 2)
     assert (out - ref).abs().max() < 1e-6
-
-
-# ------------------------------------------------------------------ zoo and hub
-
-def test_zoo_missing_weights_message(tmp_path, monkeypatch):
-    monkeypatch.setenv("CSR_CACHE", str(tmp_path))
-    monkeypatch.delenv("CSR_AUTO_DOWNLOAD", raising=False)
-    with pytest.raises(hub.WeightsMissing) as exc:
-        zoo.checkpoint_path("liif-edsr-baseline")
-    assert "python -m csr download liif-edsr-baseline" in str(exc.value)
-    assert isinstance(exc.value, FileNotFoundError)
-    with pytest.raises(hub.WeightsMissing):
-        csr.create_model("liif-edsr-baseline")
-    assert "liif-edsr-baseline" not in zoo.list_models(available_only=True)
-    for name in zoo.list_models():   # a shipped decoder that names the missing encoder is not usable
-        path = zoo.checkpoint_path(name, must_exist=False)
-        if zoo.ZOO[name][0] == "shipped" and read_checkpoint(path, header_only=True)[2].get("encoder_from"):
-            assert name not in zoo.list_models(available_only=True)
-    assert "lmf-edsr-baseline" not in zoo.list_models(available_only=True)  # sits on liif-edsr-baseline
-    assert "liif-edsr-baseline" in zoo.list_models()
-
-
-def test_list_models_only_names_that_can_be_created():
-    for name in zoo.list_models():
-        assert zoo.ZOO[name][0] == "download" or zoo.checkpoint_path(name).is_file()
-    unshipped = [n for n, (kind, _) in zoo.ZOO.items()
-                 if kind == "shipped" and not (zoo.WEIGHTS_DIR / f"{n}.safetensors").is_file()]
-    assert not set(unshipped) & set(zoo.list_models())
-
-
-def test_zoo_unknown_name():
-    with pytest.raises(KeyError, match="liif-edsr-baseline"):
-        zoo.checkpoint_path("no-such-model")
-    with pytest.raises(KeyError):
-        csr.create_model("no-such-model")
-
-
-def test_create_model_from_spec_and_path(tmp_path):
-    spec = liif_spec()
-    m = csr.create_model(spec)
-    assert type(m).__name__ == "LIIF"
-    path = save_checkpoint(build(spec), spec, tmp_path / "m.safetensors")
-    m2 = csr.create_model(str(path))
-    assert m2.meta["spec"] == spec and not m2.training
-
-
-def test_hub_fetch_rejects_wrong_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("CSR_CACHE", str(tmp_path / "cache"))
-    bad = tmp_path / "edsr-baseline-liif.pth"
-    bad.write_bytes(b"not the weights")
-    with pytest.raises(ValueError, match="sha256"):
-        hub.fetch("liif-edsr-baseline", source=bad)
-    assert not hub.ASSETS["liif-edsr-baseline"].path.exists()
-    with pytest.raises(KeyError):
-        hub.fetch("no-such-asset")
-
-
-# ------------------------------------------------------------------ golden: the authors' checkpoint
-
-SET5_GOLDEN = {
-    4: ({"baby": 33.818, "bird": 35.111, "butterfly": 28.685, "head": 32.912, "woman": 30.662}, 32.237),
-}
-SET5_MEAN_SLOW = {2: 37.988, 3: 34.400}
-
-
-def _need_weights():
-    if not hub.ASSETS["liif-edsr-baseline"].path.is_file():
-        msg = "liif-edsr-baseline weights not cached (python -m csr download liif-edsr-baseline)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
-@pytest.fixture(scope="module")
-def liif_pretrained():
-    _need_weights()
-    return csr.create_model("liif-edsr-baseline")
-
-
-@pytest.mark.weights
-def test_golden_set5_x4(data_root, liif_pretrained):
-    from csr.evaluation import evaluate
-    r = evaluate(liif_pretrained, "Set5", [4], metrics=("psnr",), root=data_root, progress=False)["results"]["4"]
-    per_image, mean = SET5_GOLDEN[4]
-    got = {row["name"]: row["psnr"] for row in r["images"]}
-    assert set(got) == set(per_image)
-    for name, want in per_image.items():
-        assert abs(got[name] - want) < 0.01, (name, got[name], want)
-    assert abs(r["psnr"] - mean) < 0.01, r["psnr"]
-
-
-@pytest.mark.weights
-@pytest.mark.slow
-@pytest.mark.parametrize("scale", [2, 3])
-def test_golden_set5_x2_x3(data_root, liif_pretrained, scale):
-    from csr.evaluation import evaluate
-    r = evaluate(liif_pretrained, "Set5", [scale], metrics=("psnr",), root=data_root, progress=False)
-    psnr = r["results"][str(scale)]["psnr"]
-    assert abs(psnr - SET5_MEAN_SLOW[scale]) < 0.01, psnr
-
-
-def test_shipped_weights_are_small_and_self_describing():
-    """What ships in csr/weights is ours, a few MB, and names its architecture and validation."""
-    files = sorted(zoo.WEIGHTS_DIR.glob("*.safetensors"))
-    assert files
-    for path in files:
-        assert path.stat().st_size < 8 * 2 ** 20, f"{path.name}: {path.stat().st_size / 2 ** 20:.1f} MB"
-        assert path.stem in zoo.ZOO and zoo.ZOO[path.stem][0] == "shipped"
-        spec, _, extra = read_checkpoint(path, header_only=True)
-        assert spec["name"] and extra["val_psnr"] > 0 and extra.get("config", "").startswith(path.stem)
