@@ -149,6 +149,8 @@ def cmd_train(a):
         cfg["out"] = a.out
     if a.steps:
         cfg["steps"] = a.steps
+    if a.seed is not None:
+        cfg["seed"] = a.seed
     res = train(cfg, resume=a.resume, minutes=a.minutes, ship=a.ship, stop_at=a.stop_at)
     print(json.dumps(res))
 
@@ -217,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, help="override the config's total steps (the schedule's length)")
     t.add_argument("--stop-at", type=int, help="stop at this step; --resume continues the same schedule")
     t.add_argument("--out", help="override the run folder")
+    t.add_argument("--seed", type=int,
+                   help="override the config's seed (data order and init): another round from the same config")
     t.add_argument("--data-root")
     t.add_argument("--ship", action="store_true", help="copy best weights into csr/weights if better")
     t.set_defaults(fn=cmd_train)
