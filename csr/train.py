@@ -8,7 +8,8 @@ when the config names an ``encoder_from``), which ``--ship`` copies into ``csr/w
 it beats the shipped file. Under ``torchrun`` each process takes its share of every batch.
 ``<out>/log.csv`` has a row per step: ``step, time_s`` (wall time spent training, validation
 excluded), ``loss, lr, val_psnr`` (Set5 x4 of the EMA weights by default, at ``val.every``: a step count, or
-``{from_step: every}``).
+``{from_step: every}``), and a column per ``val.monitor`` entry (``{dataset, scale, limit, every}``: sets
+that are watched, for example the part of Urban100 a model lags on, but never pick or ship weights).
 ``init_from`` (a zoo name or a checkpoint path) loads the weights whose names start with one of
 ``init_prefixes`` (default: the encoder's) before step 0; parameters under ``freeze`` stay fixed.
 With a frozen encoder and/or a teacher, ``replay: {slots, reuse}`` trains on each batch and its
@@ -60,10 +61,11 @@ def lr_at(step: int, cfg: dict) -> float:
     return lo + 0.5 * (base - lo) * (1 + math.cos(math.pi * t))
 
 
-def val_due(step: int, cfg: dict) -> bool:
-    """Whether ``step`` validates: every ``val.every`` steps (default 500) and at the last step.
-    ``val.every`` may be ``{from_step: every, ...}`` (from step 0): dense early, sparse later."""
-    every = cfg.get("val", {}).get("every", 500)
+def val_due(step: int, cfg: dict, every=None) -> bool:
+    """Whether ``step`` validates: every ``val.every`` steps (default 500; ``every`` overrides it)
+    and at the last step. ``every`` may be ``{from_step: every, ...}`` (from step 0): dense early,
+    sparse later."""
+    every = every or cfg.get("val", {}).get("every", 500)
     if isinstance(every, dict):
         plan = sorted((int(k), int(v)) for k, v in every.items())
         every = next((v for k, v in reversed(plan) if k <= step), plan[0][1])
@@ -94,9 +96,10 @@ def build(cfg: dict) -> torch.nn.Module:
     return model
 
 
-def validate(model, cfg: dict) -> float:
+def validate(model, cfg: dict, spec: dict | None = None) -> float:
+    """Mean PSNR of ``model`` on ``spec`` (default ``cfg["val"]``): ``{dataset, scale, limit}``."""
     from .evaluation import evaluate
-    v = cfg.get("val", {})
+    v = cfg.get("val", {}) if spec is None else spec
     r = evaluate(model, v.get("dataset", "Set5"), [v.get("scale", 4)], metrics=("psnr",),
                  root=cfg.get("data_root"), device="cpu" if not torch.cuda.is_available() else "auto",
                  progress=False, limit=v.get("limit"))
@@ -137,6 +140,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         from .zoo import create_model
         teacher = create_model(cfg["distill"]["teacher"], device=device).requires_grad_(False)
         distill_w = cfg["distill"].get("weight", 1.0)
+    distill_se = bool(cfg.get("distill", {}).get("self_ensemble", False))
     shared = _shares_frozen_encoder(model, teacher)
     amp = dist.choose_precision(cfg.get("precision", "auto"), device)
     log = {"precision": str(amp or "fp32"), "device": str(device), "world": world,
@@ -155,7 +159,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
             if shared:  # the student's frozen encoder is the teacher's: run it once for both
                 b["feat"] = teacher.encoder(teacher.normalise(b["lr"])).float()
             if teacher is not None:
-                b["target"] = teacher(b["lr"], b["coord"], b["cell"], feat=b.get("feat")).float()
+                b["target"] = teacher_targets(teacher, b, views=8 if distill_se else 1)
         return b
 
     rep = cfg.get("replay")
@@ -175,6 +179,15 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
         saved = at
 
+    def monitor_into(row: dict, due: list):
+        """PSNR of the EMA weights on the ``val.monitor`` sets due, into their columns of ``row``:
+        watched, never used to pick or ship weights; not training time either."""
+        nonlocal t0
+        t_val = time.time()
+        for m in due:
+            row[_monitor_column(m)] = round(validate(ema, cfg, m), 4)
+        t0 += time.time() - t_val
+
     def validate_into(row: dict):
         """Validate the EMA weights into ``row``; validation time is not training time."""
         nonlocal t0, best, validated
@@ -187,6 +200,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
             export(ema, cfg, out / "best.safetensors", val_psnr=best, step=row["step"], hours=row["time_s"] / 3600)
 
     validated = None
+    monitors = cfg.get("val", {}).get("monitor", [])
     if cfg.get("batch_size", 16) % world:
         raise ValueError(f"batch_size {cfg.get('batch_size', 16)} is not divisible by {world} processes")
     bar = tqdm(total=cfg["steps"], initial=step, disable=rank != 0, desc=out.name, unit="step",
@@ -217,18 +231,21 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         if rank != 0:
             continue
         row = {"step": step, "time_s": round(time.time() - t0, 1), "loss": round(loss.item(), 5),
-               "lr": lr_at(step - 1, cfg), "val_psnr": ""}
+               "lr": lr_at(step - 1, cfg), "val_psnr": "", **dict.fromkeys(map(_monitor_column, monitors), "")}
+        due = [m for m in monitors if val_due(step, cfg, m.get("every"))]
+        if due:
+            monitor_into(row, due)
         if val_due(step, cfg):
             validate_into(row)
         _log_row(out / "log.csv", row)
-        if step % save_every == 0 or step == cfg["steps"] or row["val_psnr"] != "":
+        if step % save_every == 0 or step == cfg["steps"] or row["val_psnr"] != "" or due:
             save(step)
     bar.close()
     if rank == 0 and step > 0 and validated != step and time.time() - t0 >= budget:
         # stopped by the time budget between validations: measure where it stopped, so a budgeted
         # run always ends with a validation (curves compared at equal time need it)
         row = {"step": step, "time_s": round(time.time() - t0, 1), "loss": "", "lr": lr_at(step - 1, cfg),
-               "val_psnr": ""}
+               "val_psnr": "", **dict.fromkeys(map(_monitor_column, monitors), "")}
         validate_into(row)
         _log_row(out / "log.csv", row)
         save(step)
@@ -240,6 +257,39 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         ship_weights(cfg, out / "best.safetensors")
     dist.cleanup()
     return {"step": step, "best_val_psnr": best, **log}
+
+
+def dihedral_view(lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor, t: int):
+    """View ``t`` (0-7) of a query batch: ``lr`` (B, 3, H, W) transposed when ``t >= 4``, then
+    flipped upside down when ``t & 1`` and left to right when ``t & 2``; ``coord`` and ``cell``
+    (B, Q, 2) then name the same points of that view (pixel centres are symmetric about 0)."""
+    if t >= 4:
+        lr, coord, cell = lr.transpose(-2, -1), coord.flip(-1), cell.flip(-1)
+    dims = [d for d, bit in ((-2, 1), (-1, 2)) if t & bit]
+    if dims:
+        lr = lr.flip(dims)
+        coord = coord * coord.new_tensor([-1.0 if t & 1 else 1.0, -1.0 if t & 2 else 1.0])
+    return lr, coord, cell
+
+
+def teacher_targets(teacher, b: dict, views: int = 1) -> torch.Tensor:
+    """The teacher's RGB at the batch's queries. ``views=8``: its geometric self-ensemble, the
+    mean over the 8 flips/transposes of the input, each clipped to [0, 1] as the self-ensemble
+    of :func:`csr.evaluation.super_resolve` is (0.1 dB above the plain LIIF checkpoint on Set5), a
+    target the student can exceed its teacher by following."""
+    if views == 1:
+        return teacher(b["lr"], b["coord"], b["cell"], feat=b.get("feat")).float()
+    total = 0
+    for t in range(views):
+        lr, coord, cell = dihedral_view(b["lr"], b["coord"], b["cell"], t)
+        total = total + teacher(lr.contiguous(), coord, cell).float().clamp_(0, 1)
+    return total / views
+
+
+def _monitor_column(spec: dict) -> str:
+    """log.csv column of a ``val.monitor`` entry, e.g. ``psnr_Urban100_x4`` (``_first10`` with a limit)."""
+    name = f"psnr_{spec['dataset']}_x{spec['scale']:g}"
+    return name + (f"_first{spec['limit']}" if spec.get("limit") else "")
 
 
 def _shares_frozen_encoder(model, teacher) -> bool:

@@ -361,6 +361,29 @@ def test_training_time_excludes_validation_and_a_budget_ends_validated(tmp_path,
     assert log_rows(cfg["out"])[-1]["val_psnr"]
 
 
+def test_monitor_sets_are_logged_but_never_pick_weights(tmp_path, data_root, monkeypatch):
+    """val.monitor: its own column at its own interval, not training time, and never the best."""
+    import csr.train as T
+    calls = []
+
+    def fake_validate(model, cfg, spec=None):
+        calls.append(None if spec is None else spec["dataset"])
+        return 30.0 - len(calls) if spec is None else 99.0   # Set5 falls; the monitor would "win"
+
+    monkeypatch.setattr(T, "validate", fake_validate)
+    monitor = {"dataset": "Urban100", "scale": 4, "limit": 2, "every": 3}
+    cfg = tiny_cfg(tmp_path, data_root, steps=6, val={"every": 2, "monitor": [monitor]})
+    r = train(cfg)
+    rows = log_rows(cfg["out"])
+    col = "psnr_Urban100_x4_first2"
+    assert [r["step"] for r in rows if r[col]] == ["3", "6"] and {r[col] for r in rows if r[col]} == {"99.0"}
+    assert [r["step"] for r in rows if r["val_psnr"]] == ["2", "4", "6"]
+    assert r["best_val_psnr"] == 29.0 and calls.count("Urban100") == 2
+    assert T.read_checkpoint(tmp_path / "run" / "best.safetensors")[2]["step"] == 2
+    train(cfg, resume=True)   # a finished run resumes to a no-op and keeps a well-formed log
+    assert log_rows(cfg["out"]) == rows
+
+
 # ------------------------------------------------------------------ replay of frozen work
 def test_replay_schedule_and_stale_slots(tmp_path):
     from csr.data.replay import BatchReplay
@@ -423,6 +446,32 @@ def test_replay_reuse_one_is_the_plain_run_and_resume_is_exact(tmp_path, data_ro
     a, b = last_state(tmp_path / "twice"), last_state(tmp_path / "split")
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+
+
+def test_self_ensemble_teacher_targets_are_the_whole_image_self_ensemble(tmp_path, data_root):
+    """distill.self_ensemble: the teacher's 8-view targets at a batch's queries equal the
+    self-ensemble csr.evaluation measures with, on a non-square, anisotropic output grid; each
+    wrong flip or transpose of the coordinates makes them differ."""
+    import numpy as np
+    from csr.evaluation import super_resolve
+    from csr.models.implicit import make_cell, make_coord
+    from csr.train import dihedral_view, teacher_targets
+    torch.manual_seed(3)
+    model = build(tiny_cfg(tmp_path, data_root)).eval()
+    lr = torch.rand(1, 3, 7, 10)
+    lr_u8 = (lr[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    lr = torch.from_numpy(lr_u8).permute(2, 0, 1)[None].float() / 255
+    out_hw = (17, 23)
+    coord = make_coord(out_hw)[None].double()
+    b = {"lr": lr, "coord": coord, "cell": make_cell(coord, out_hw)}
+    with torch.no_grad():
+        got = teacher_targets(model, b, views=8).view(*out_hw, 3).numpy()
+        plain = teacher_targets(model, b).view(*out_hw, 3).numpy()
+        v_lr, v_coord, v_cell = dihedral_view(b["lr"], b["coord"], b["cell"], 5)
+        assert v_lr.shape[-2:] == (10, 7) and torch.equal(v_cell[..., 0], b["cell"][..., 1])
+    want = super_resolve(model, lr_u8, out_hw, self_ensemble=True)
+    assert np.abs(got - want).max() < 1e-5
+    assert np.abs(plain - want).max() > 1e-3   # the ensemble is not the plain output
 
 
 @pytest.mark.parametrize("path", sorted(p for p in os.listdir(os.path.join(REPO, "csr", "configs"))
