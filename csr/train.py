@@ -134,7 +134,8 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
     data = cfg["data"]
     ds = RandomScaleSR(data["dirs"], root=cfg.get("data_root"), patch=data.get("patch", 48),
                        scale_min=data.get("scale_min", 1.0), scale_max=data.get("scale_max", 4.0),
-                       sample_q=data.get("sample_q", 2304), seed=seed)
+                       sample_q=data.get("sample_q", 2304), seed=seed,
+                       synthetic=data.get("synthetic", 0.0))
     teacher, distill_w = None, 0.0
     if cfg.get("distill"):  # a trained model's outputs at the same queries are free extra targets
         from .zoo import create_model

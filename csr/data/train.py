@@ -3,7 +3,8 @@
 Each item: pick a scale ``s ~ U(scale_min, scale_max)``, crop a ``round(patch * s)`` square from an
 HR image, downscale it to ``patch x patch`` (PIL bicubic, as LIIF), flip/transpose at random, and
 sample ``sample_q`` HR pixels with their coordinates and cells. Deterministic under a seed: item
-``i`` of epoch ``e`` depends only on ``(seed, e, i)``.
+``i`` of epoch ``e`` depends only on ``(seed, e, i)``. With ``synthetic=f``, a fraction ``f`` of the
+items crop a procedural structured scene instead of a photo (``csr/data/synthetic.py``).
 
 Folder layouts: any folder of images; DIV2K's ``DIV2K_train_HR``; ours under the data root
 (``train/T91``, ``train/BSD200``).
@@ -17,6 +18,7 @@ from torch.utils.data import Dataset
 from .. import io
 from ..models.implicit import make_coord
 from ..resize import imresize
+from .synthetic import scene
 from .benchmark import data_root, list_images
 
 
@@ -34,7 +36,7 @@ def resolve_train_dirs(dirs, root=None) -> list:
 class RandomScaleSR(Dataset):
     def __init__(self, dirs, root=None, patch: int = 48, scale_min: float = 1.0, scale_max: float = 4.0,
                  sample_q: int | None = 2304, augment: bool = True, repeat: int = 1, seed: int = 0,
-                 lr_protocol: str = "pil"):
+                 lr_protocol: str = "pil", synthetic: float = 0.0):
         paths = [p for d in resolve_train_dirs(dirs, root) for p in list_images(d)]
         if not paths:
             raise FileNotFoundError(f"no training images in {dirs}")
@@ -48,6 +50,9 @@ class RandomScaleSR(Dataset):
         self.patch, self.scale_min, self.scale_max = patch, scale_min, scale_max
         self.sample_q, self.augment, self.repeat = sample_q, augment, repeat
         self.seed, self.epoch, self.lr_protocol = seed, 0, lr_protocol
+        if not 0.0 <= synthetic <= 1.0:
+            raise ValueError(f"synthetic is the fraction of procedural scenes, in [0, 1]; got {synthetic!r}")
+        self.synthetic = float(synthetic)
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
@@ -57,12 +62,17 @@ class RandomScaleSR(Dataset):
 
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        img = self.images[i % len(self.images)]
-        h, w = img.shape[:2]
-        s = rng.uniform(self.scale_min, self.scale_max)
-        size = min(round(self.patch * s), h, w)  # small images cap the scale
-        y0, x0 = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
-        hr = img[y0:y0 + size, x0:x0 + size]
+        # drawn only when scenes are on, so that synthetic=0 gives the very items it always gave
+        if self.synthetic > 0 and rng.random() < self.synthetic:
+            size = round(self.patch * rng.uniform(self.scale_min, self.scale_max))
+            hr = scene(rng, size, photos=self.images)
+        else:
+            img = self.images[i % len(self.images)]
+            h, w = img.shape[:2]
+            s = rng.uniform(self.scale_min, self.scale_max)
+            size = min(round(self.patch * s), h, w)  # small images cap the scale
+            y0, x0 = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+            hr = img[y0:y0 + size, x0:x0 + size]
         if self.augment:
             if rng.random() < 0.5:
                 hr = hr[:, ::-1]
