@@ -12,6 +12,8 @@ excluded), ``loss, lr, val_psnr`` (Set5 x4 of the EMA weights by default, at ``v
 that are watched, for example the part of Urban100 a model lags on, but never pick or ship weights).
 ``init_from`` (a zoo name or a checkpoint path) loads the weights whose names start with one of
 ``init_prefixes`` (default: the encoder's) before step 0; parameters under ``freeze`` stay fixed.
+``data``: ``{dirs, patch, scale_min, scale_max, sample_q}`` as LIIF's sampler, and ``synthetic``: the
+fraction of crops drawn from procedural structured scenes instead of photos (``csr/data/synthetic.py``).
 With a frozen encoder and/or a teacher, ``replay: {slots, reuse}`` trains on each batch and its
 frozen outputs ``reuse`` times (``csr/data/replay.py``), still a function of the step alone.
 """
