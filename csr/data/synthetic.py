@@ -3,7 +3,7 @@
 T91 and BSD200 are mostly flowers, faces, animals and landscapes; Urban100 is buildings, whose
 regular grids and long straight edges are where our decoders trained on those 291 images lag the
 LIIF checkpoint (trained on DIV2K). A scene here is a stack of layers over a background. Each layer
-is a binary pattern drawn under a random affine map (rotation, anisotropic scale, shear), clipped
+is a binary pattern (its own periods per axis) under a random rotation, shift and shear, clipped
 to a random rectangle, whose coverage of each HR pixel is measured with ``ss`` x ``ss`` samples a
 pixel (so edges are exact area-antialiased, as a camera integrates), and composited over what is
 below with a fill that is either a flat colour or a crop of a training photo (surfaces keep natural
