@@ -5,6 +5,9 @@
 Rows are merged into the existing CSV (same model/dataset/scale/protocol replaced), so a long
 table can be filled in over several runs; the markdown is rebuilt from the whole CSV each time.
 Protocol: ``liif`` (see ``csr/data/benchmark.py``), Y channel, shave = scale, LPIPS (alex) on RGB.
+Each row names the weights it measured (``weights``: ``csr.registry.fingerprint`` of the checkpoint,
+a hash of its tensors; empty for bicubic), so a shipped file that changes without its rows being
+measured again shows (tests/test_results.py).
 ``--self-ensemble`` averages the 8 flips/transposes of each input (8x the time) and files the rows
 under ``MODEL+self-ensemble``, compared with the plain model's rows.
 """
@@ -17,8 +20,10 @@ from pathlib import Path
 
 from csr.evaluation import evaluate
 from csr.published import published
+from csr.registry import fingerprint
+from csr.zoo import checkpoint_path
 
-FIELDS = ["model", "dataset", "scale", "protocol", "psnr", "ssim", "lpips", "images", "seconds"]
+FIELDS = ["model", "dataset", "scale", "protocol", "psnr", "ssim", "lpips", "images", "seconds", "weights"]
 DATASET_ORDER = ["Set5", "Set14", "B100", "Urban100"]
 # decoders trained here on the LIIF authors' encoder: their bar is that model, measured in this table
 # (and the from-scratch LIIF, against the checkpoint that had DIV2K and 1000 epochs)
@@ -30,6 +35,11 @@ SELF_ENSEMBLE = "+self-ensemble"
 def against(model: str) -> str | None:
     """The measured model a row set is compared with: the plain model for self-ensemble rows."""
     return model.removesuffix(SELF_ENSEMBLE) if model.endswith(SELF_ENSEMBLE) else AGAINST_MEASURED.get(model)
+
+
+def weights_id(model: str) -> str:
+    """The fingerprint of the weights ``model`` (a zoo name) loads; "" for bicubic."""
+    return "" if model == "bicubic" else fingerprint(checkpoint_path(model))
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -67,6 +77,9 @@ def markdown(rows: list[dict]) -> str:
         scales = sorted({float(r["scale"]) for r in mine})
         label = published(model.removesuffix(SELF_ENSEMBLE), "Set5", 4)[0]
         out += [f"## {model}", ""]
+        ids = sorted({r.get("weights") or "" for r in mine} - {""})
+        if ids:
+            out += [f"Weights measured: `{'`, `'.join(ids)}` (`csr.registry.fingerprint`).", ""]
         head = "| dataset | " + " | ".join(f"x{s:g}" for s in scales) + " |"
         out += [head, "|---" * (len(scales) + 1) + "|"]
         datasets = sorted({r["dataset"] for r in mine},
@@ -126,7 +139,7 @@ def main(argv=None):
                 name = model + SELF_ENSEMBLE if a.self_ensemble else model
                 row = {"model": name, "dataset": d, "scale": s, "protocol": a.protocol,
                        **{m: f"{res[m]:.4f}" for m in metrics}, "images": len(res["images"]),
-                       "seconds": f"{time.time() - t0:.1f}"}
+                       "seconds": f"{time.time() - t0:.1f}", "weights": weights_id(model)}
                 rows = [x for x in rows if (x["model"], x["dataset"], x["scale"], x["protocol"])
                         != (name, d, s, a.protocol)] + [row]
                 write_csv(csv_path, rows)

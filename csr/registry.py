@@ -90,6 +90,21 @@ def read_checkpoint(path, header_only: bool = False) -> tuple[dict, dict, dict]:
     return json.loads(meta["spec"]), sd, json.loads(meta.get("extra", "{}"))
 
 
+def fingerprint(path) -> str:
+    """First 12 hex digits of a sha256 over a checkpoint's tensor names and bytes, in name order:
+    which weights a measurement used, the same however the file was serialised."""
+    import hashlib
+    import torch
+
+    h = hashlib.sha256()
+    _, sd, _ = read_checkpoint(path)
+    for k in sorted(sd):
+        t = sd[k].contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
 def load_checkpoint(path, strict: bool = True):
     """Build the model a checkpoint describes and load its weights."""
     spec, sd, _ = read_checkpoint(path)

@@ -2,7 +2,7 @@
 ``benchmarks/quality.py`` measured (``results/quality.csv``), so a new measurement that was not
 carried into ``results/tables.csv`` (rerun notebook 02 with ``reuse_csv``) fails here.
 
-Only reads committed CSV files: no model runs.
+Only reads committed CSV files and weights: no model runs.
 """
 import csv
 from pathlib import Path
@@ -51,3 +51,26 @@ def test_psnr_vs_scale_agrees_with_quality_csv():
     assert len(shared) >= 10   # Set5 at x2-x12 for bicubic and the learned models
     for r in shared:
         assert abs(float(r["psnr"]) - float(q[key(r)]["psnr"])) < 5e-4, (key(r), r["psnr"], q[key(r)]["psnr"])
+
+
+def test_rows_name_the_weights_they_measured():
+    """Every model row carries the fingerprint of the weights it measured, and for a model shipped
+    in csr/weights (or downloaded here) that is the current file: new weights need their rows
+    measured again (``benchmarks/quality.py``)."""
+    from csr.registry import fingerprint
+    from csr.zoo import checkpoint_path
+
+    current = {}
+    for r in rows("quality.csv"):
+        model = r["model"].removesuffix("+self-ensemble")
+        if model == "bicubic":
+            assert r["weights"] == "", r
+            continue
+        if model not in current:
+            try:
+                current[model] = fingerprint(checkpoint_path(model, download=False))
+            except FileNotFoundError:   # downloadable weights not fetched on this machine
+                current[model] = None
+        assert r["weights"] and r["weights"] == (current[model] or r["weights"]), \
+            f"{key(r)} was measured with weights {r['weights']!r}, the file now has {current[model]!r}"
+    assert any(v for v in current.values())

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 import csr  # noqa: E402
 from csr import hub, zoo  # noqa: E402
-from csr.registry import load_checkpoint, make, read_checkpoint, registered, save_checkpoint  # noqa: E402
+from csr.registry import fingerprint, load_checkpoint, make, read_checkpoint, registered, save_checkpoint  # noqa: E402
 from tiny_models import SPECS, build, liif_spec, queries, rand_lr  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,6 +31,19 @@ def test_checkpoint_round_trip(tmp_path, name):
     with torch.no_grad():
         assert torch.equal(model(lr, coord, cell), loaded(lr, coord, cell))
     assert not list(tmp_path.glob("*.part"))  # the atomic write left nothing behind
+
+
+def test_fingerprint_follows_the_tensors_not_the_file(tmp_path):
+    spec = liif_spec()
+    model = build(spec, seed=3)
+    a = save_checkpoint(model, spec, tmp_path / "a.safetensors")
+    b = save_checkpoint(model, spec, tmp_path / "b.safetensors", extra={"val_psnr": 1.0})
+    assert a.read_bytes() != b.read_bytes() and fingerprint(a) == fingerprint(b)
+    assert len(fingerprint(a)) == 12
+    with torch.no_grad():   # one weight's last bit
+        w = next(model.parameters())
+        w.view(-1)[0] = torch.nextafter(w.view(-1)[0], torch.tensor(1.0))
+    assert fingerprint(save_checkpoint(model, spec, tmp_path / "c.safetensors")) != fingerprint(a)
 
 
 def test_read_checkpoint_rejects_foreign_safetensors(tmp_path):
