@@ -5,6 +5,13 @@
 Rows are merged into the existing CSV (same model/dataset/scale/protocol replaced), so a long
 table can be filled in over several runs; the markdown is rebuilt from the whole CSV each time.
 Protocol: ``liif`` (see ``csr/data/benchmark.py``), Y channel, shave = scale, LPIPS (alex) on RGB.
+A candidate checkpoint is measured under the name it would ship as, into a CSV of its own, before
+it is shipped (``NAME=PATH``; rows and fingerprint are then those of the shipped file)::
+
+    python benchmarks/quality.py --models lte-edsr-baseline=runs/RUN/best.safetensors --out runs/RUN/quality
+    python benchmarks/quality.py --merge runs/RUN/quality.csv   # once the file is shipped
+
+
 Each row names the weights it measured (``weights``: ``csr.registry.fingerprint`` of the checkpoint,
 a hash of its tensors; empty for bicubic), so a shipped file that changes without its rows being
 measured again shows (tests/test_results.py).
@@ -38,8 +45,10 @@ def against(model: str) -> str | None:
 
 
 def weights_id(model: str) -> str:
-    """The fingerprint of the weights ``model`` (a zoo name) loads; "" for bicubic."""
-    return "" if model == "bicubic" else fingerprint(checkpoint_path(model))
+    """The fingerprint of the weights ``model`` (a zoo name or a checkpoint path) loads; "" for bicubic."""
+    if model == "bicubic":
+        return ""
+    return fingerprint(model if model.endswith(".safetensors") else checkpoint_path(model))
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -117,7 +126,8 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="bicubic")
+    p.add_argument("--models", default="bicubic", help="comma-separated zoo names, bicubic, or NAME=PATH "
+                   "(a checkpoint file measured under NAME)")
     p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
     p.add_argument("--scales", default="2,3,4,6,8")
     p.add_argument("--protocol", default="liif")
@@ -125,18 +135,30 @@ def main(argv=None):
     p.add_argument("--data-root")
     p.add_argument("--self-ensemble", action="store_true", help="average 8 flips/transposes (rows: MODEL+self-ensemble)")
     p.add_argument("--out", default="results/quality")
+    p.add_argument("--merge", metavar="CSV", help="measure nothing: put the rows of CSV (a candidate's, "
+                   "measured with NAME=PATH) into the table, replacing the same cells")
     a = p.parse_args(argv)
     csv_path, md_path = Path(a.out + ".csv"), Path(a.out + ".md")
     rows = read_rows(csv_path)
+    if a.merge:
+        new = read_rows(Path(a.merge))
+        cells = {(x["model"], x["dataset"], x["scale"], x["protocol"]) for x in new}
+        rows = [x for x in rows if (x["model"], x["dataset"], x["scale"], x["protocol"]) not in cells] + new
+        write_csv(csv_path, rows)
+        md_path.write_text(markdown(rows))
+        print(f"merged {len(new)} rows of {a.merge} into {csv_path}")
+        return
     metrics = tuple(a.metrics.split(","))
-    for model in a.models.split(","):
+    for entry in a.models.split(","):
+        label, _, model = entry.rpartition("=")
+        label = label or model
         for d in a.datasets.split(","):
             for s in a.scales.split(","):
                 t0 = time.time()
                 r = evaluate(model, d, [s], protocol=a.protocol, root=a.data_root, metrics=metrics,
-                             self_ensemble=a.self_ensemble)
+                             self_ensemble=a.self_ensemble, model_name=label)
                 res = r["results"][s]
-                name = model + SELF_ENSEMBLE if a.self_ensemble else model
+                name = label + SELF_ENSEMBLE if a.self_ensemble else label
                 row = {"model": name, "dataset": d, "scale": s, "protocol": a.protocol,
                        **{m: f"{res[m]:.4f}" for m in metrics}, "images": len(res["images"]),
                        "seconds": f"{time.time() - t0:.1f}", "weights": weights_id(model)}

@@ -143,3 +143,41 @@ def test_measure_gray_pair_keeps_lpips_on_rgb():
     lp = measure(sr, pair, "matlab", ("psnr", "lpips"))
     assert list(lp) == ["psnr", "lpips"] and lp["psnr"] == a["psnr"]
     assert lp["lpips"] == pytest.approx(measure(sr, Pair("x", hr, hr[::2, ::2], 2.0), "matlab", ("lpips",))["lpips"])
+
+
+def test_quality_measures_a_candidate_under_its_ship_name(tmp_path):
+    """benchmarks/quality.py NAME=PATH: rows named NAME, fingerprint of PATH, in the CSV asked for."""
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    from csr.registry import fingerprint, save_checkpoint
+    from tiny_models import build, liif_spec
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("quality", repo / "benchmarks" / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    rng = np.random.default_rng(1)
+    data = tmp_path / "set"
+    data.mkdir()
+    Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(data / "a.png")
+    ckpt = save_checkpoint(build(liif_spec(), seed=2), liif_spec(), tmp_path / "best.safetensors")
+    out = tmp_path / "cand" / "quality"
+    quality.main(["--models", f"my-model={ckpt},bicubic", "--datasets", str(data), "--scales", "2",
+                  "--metrics", "psnr", "--out", str(out)])
+    with open(str(out) + ".csv", newline="") as f:
+        got = {r["model"]: r for r in csv.DictReader(f)}
+    assert set(got) == {"my-model", "bicubic"}
+    assert got["my-model"]["weights"] == fingerprint(ckpt) and got["bicubic"]["weights"] == ""
+    assert float(got["my-model"]["psnr"]) != float(got["bicubic"]["psnr"])
+    # --merge replaces the same cells of another table and keeps the rest
+    table = tmp_path / "table" / "quality"
+    quality.main(["--models", "bicubic", "--datasets", str(data), "--scales", "2,3", "--metrics", "psnr",
+                  "--out", str(table)])
+    quality.main(["--merge", str(out) + ".csv", "--out", str(table)])
+    with open(str(table) + ".csv", newline="") as f:
+        merged = [(r["model"], r["scale"], r["weights"]) for r in csv.DictReader(f)]
+    assert sorted(merged) == sorted([("bicubic", "3", ""), ("bicubic", "2", ""),
+                                     ("my-model", "2", fingerprint(ckpt))])
+    assert "my-model" in Path(str(table) + ".md").read_text()
