@@ -23,11 +23,12 @@ DEFAULT_MODEL = "lmf-edsr-baseline"
 MAX_OUTPUT_PIXELS = 100_000_000   # override with $CSR_MAX_OUTPUT_PIXELS or max_pixels=
 
 
-def _max_pixels(max_pixels: int | None) -> int:
+def output_limit(max_pixels: int | None = None) -> int:
+    """The most output pixels allowed: ``max_pixels``, else $CSR_MAX_OUTPUT_PIXELS, else 100 million."""
     return io.pixel_limit(max_pixels, "CSR_MAX_OUTPUT_PIXELS", MAX_OUTPUT_PIXELS)
 
 
-def _check_scale(s) -> float:
+def check_scale(s) -> float:
     if isinstance(s, (bool, str, bytes)):
         raise ValueError(f"scale must be a number, got {s!r}")
     try:
@@ -61,11 +62,11 @@ def output_size(height: int, width: int, scale=None, size=None, max_pixels: int 
             sy, sx = scale
         else:
             raise ValueError(f"scale must be a number or (sy, sx), got {scale!r}")
-        sy, sx = _check_scale(sy), _check_scale(sx)
+        sy, sx = check_scale(sy), check_scale(sx)
         if height * sy > 1e9 or width * sx > 1e9:
             raise ValueError(f"scale {scale} is far too large for a {width} x {height} image")
         H, W = max(1, math.floor(height * sy + 0.5)), max(1, math.floor(width * sx + 0.5))
-    limit = _max_pixels(max_pixels)
+    limit = output_limit(max_pixels)
     if H * W > limit:
         raise ValueError(f"output too large: {W} x {H} = {H * W:,} pixels, limit {limit:,} "
                          f"(max_pixels= or $CSR_MAX_OUTPUT_PIXELS)")
@@ -121,9 +122,13 @@ def upscale(image, scale=None, size=None, model: str | torch.nn.Module = DEFAULT
             device="auto", dtype=None, max_pixels: int | None = None, progress: bool = False):
     """Super-resolve ``image`` by ``scale`` or to ``size``; returns the same kind of object.
 
-    image: a PIL image (any mode), a numpy array (H x W gray, H x W x 3 RGB or x 4 RGBA; uint8,
-        uint16 or float in [0, 1]) or a torch tensor ((C, H, W) or (1, C, H, W), float in [0, 1]);
-        float values slightly outside [0, 1] are clipped, far outside (such as 0-255) refused.
+    image: a PIL image (any mode), a numpy array (H x W gray, H x W x 1, H x W x 3 RGB or x 4 RGBA;
+        uint8, uint16 or float in [0, 1]), a torch tensor ((C, H, W) or (1, C, H, W), float in
+        [0, 1]), or an image file: a path, bytes or a binary file object. Float values slightly
+        outside [0, 1] are clipped, far outside (such as 0-255) refused.
+        Returns the same kind: a PIL image for a PIL image or a file (but a uint16 numpy array for
+        a 16-bit colour or 16-bit-with-alpha file, which no PIL mode holds), an array of the same
+        dtype and layout for an array, a tensor of the same dtype and shape for a tensor.
     scale: a float, or ``(sy, sx)`` for different vertical and horizontal factors.
     size: ``(width, height)`` of the result (width first, as PIL).
     model: a name from ``csr.list_models()``, ``"bicubic"``, a checkpoint path or a module.
@@ -139,16 +144,26 @@ def upscale(image, scale=None, size=None, model: str | torch.nn.Module = DEFAULT
     device = pick_device(device)
     if isinstance(image, torch.Tensor):
         return _upscale_tensor_input(image, scale, size, model, tile, device, dtype, max_pixels, progress)
-    is_pil = not isinstance(image, np.ndarray)
-    if not is_pil and image.dtype.kind == "f":
+    is_array = isinstance(image, np.ndarray)
+    if is_array and image.dtype.kind == "f":
         return _upscale_float_array(image, scale, size, model, tile, device, dtype, max_pixels, progress)
-    img = io.load(image)  # validates and normalises every PIL mode / integer array
+    img = io.load(image)  # validates and normalises every PIL mode / integer array / file
     out_hw = output_size(img.height, img.width, scale, size, max_pixels)
     res = upscale_image(img, out_hw, model, tile, device, dtype, progress)
-    if is_pil:
+    if not is_array and not _pil_holds(res):
+        is_array = True   # 16-bit colour from a file: no PIL mode holds it, so an array (as documented)
+    if not is_array:
         return io.to_pil(res)
     color = res.rgb[..., 0] if res.grayscale else res.rgb
-    return color if res.alpha is None else np.dstack([color, res.alpha])
+    if res.alpha is not None:
+        return np.dstack([color, res.alpha])
+    single = isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 1
+    return color[..., None] if single else color   # H x W x 1 in, H x W x 1 out
+
+
+def _pil_holds(img: io.Image) -> bool:
+    """Whether a PIL image can hold ``img`` without losing bits (16-bit: only gray without alpha)."""
+    return img.bit_depth == 8 or (img.grayscale and img.alpha is None)
 
 
 def upscale_image(img: io.Image, out_hw, model=DEFAULT_MODEL, tile="auto", device="auto", dtype=None,
@@ -171,7 +186,9 @@ def _upscale_float_array(a, scale, size, model, tile, device, dtype, max_pixels,
     if lo < -0.5 or hi > 1.5:   # slight over- and undershoot (another model's output) is clipped
         raise ValueError(f"float images must be in [0, 1], this one spans [{lo:g}, {hi:g}]"
                          + (" (an 8-bit image as floats? divide it by 255)" if hi <= 255.5 and lo >= 0 else ""))
-    gray, squeeze = a.ndim == 2 or a.shape[2] == 1, a.ndim == 2
+    if 0 in a.shape[:2]:
+        raise ValueError(f"<array>: zero-size image ({a.shape[1] if a.ndim > 1 else 0} x {a.shape[0]})")
+    gray, squeeze, kind = a.ndim == 2 or a.shape[2] == 1, a.ndim == 2, a.dtype
     a = a.astype(np.float32).reshape(*a.shape[:2], -1)
     out_hw = output_size(a.shape[0], a.shape[1], scale, size, max_pixels)
     rgb = np.repeat(a, 3, axis=2) if gray else a[..., :3]
@@ -180,7 +197,7 @@ def _upscale_float_array(a, scale, size, model, tile, device, dtype, max_pixels,
         out = out.mean(axis=2, keepdims=not squeeze)
     if not gray and a.shape[2] == 4:
         out = np.dstack([out, np.clip(imresize(a[..., 3], shape=out_hw), 0, 1)])
-    return out
+    return out.astype(kind, copy=False)   # the caller's float type (computed in float32)
 
 
 def _upscale_tensor_input(t, scale, size, model, tile, device, dtype, max_pixels, progress):

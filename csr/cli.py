@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 
 def _scales(text: str) -> list[str]:
@@ -64,11 +65,25 @@ def cmd_metrics(a):
 
 
 def cmd_resize(a):
+    from pathlib import Path
+
     from . import io
-    from .resize import imresize
+    from .api import check_scale, output_limit
+    from .resize import imresize, plan
+    if Path(a.output).resolve() == Path(a.input).resolve():
+        raise ValueError(f"{a.output} would overwrite its input; choose another output")
     img = io.load(a.input)
     shape = (a.size[1], a.size[0]) if a.size else None
-    scale = None if a.size else a.scale
+    scale = None if a.size else a.scale   # MATLAB's kernel follows the given scale, not the rounded size
+    if scale is not None:
+        check_scale(scale)
+        if min(img.height, img.width) * scale < 0.5:
+            raise ValueError(f"scale {scale:g} shrinks a {img.width}x{img.height} image to nothing")
+    out_hw = plan((img.height, img.width), scale, shape)[0]   # MATLAB's rule: ceil(side * scale)
+    limit = output_limit()   # upscale's limit too
+    if out_hw[0] * out_hw[1] > limit:
+        raise ValueError(f"output too large: {out_hw[1]} x {out_hw[0]} = {out_hw[0] * out_hw[1]:,} pixels, "
+                         f"limit {limit:,} ($CSR_MAX_OUTPUT_PIXELS)")
     rgb = imresize(img.rgb, scale=scale, shape=shape, protocol=a.protocol)
     alpha = None if img.alpha is None else imresize(img.alpha, scale=scale, shape=shape, protocol=a.protocol)
     io.save(a.output, rgb, like=img, alpha=alpha)
@@ -127,7 +142,7 @@ def cmd_upscale(a):
         try:
             img = io.load(p)
             out_hw = output_size(img.height, img.width, scale=a.scale, size=a.size)
-            res = upscale_image(img, out_hw, model, tile=a.tile or "auto", device=a.device,
+            res = upscale_image(img, out_hw, model, tile="auto" if a.tile is None else a.tile, device=a.device,
                                 dtype=a.dtype, progress=True)
             io.save(q, res.rgb, like=res, alpha=res.alpha)  # atomic: temporary file, then rename
             tqdm.write(f"{p} -> {q} ({img.width}x{img.height} -> {out_hw[1]}x{out_hw[0]})")
@@ -155,6 +170,16 @@ def cmd_train(a):
     print(json.dumps(res))
 
 
+def _model_choices() -> str:
+    from .zoo import ZOO
+    return f"a model name ({', '.join(ZOO)}), bicubic, or a .safetensors checkpoint"
+
+
+def _default_model() -> str:
+    from .api import DEFAULT_MODEL
+    return DEFAULT_MODEL
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="csr", description="Continuous (arbitrary-scale) super-resolution")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -166,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_download)
 
     e = sub.add_parser("eval", help="PSNR/SSIM/LPIPS of a model on a benchmark")
-    e.add_argument("--model", default="bicubic")
+    e.add_argument("--model", default="bicubic", help=_model_choices() + " (default: bicubic)")
     e.add_argument("--dataset", default="Set5", help="Set5, Set14, B100, Urban100, DIV2K or a folder")
     e.add_argument("--scales", type=_scales, default=_scales("2,3,4"))
     e.add_argument("--protocol", default="liif", choices=["liif", "matlab"])
@@ -199,13 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("upscale", help="super-resolve an image or a folder of images")
     u.add_argument("source", nargs="?", metavar="INPUT", help="an image file or a folder of images")
     u.add_argument("-i", "--input", help="the same as INPUT")
-    u.add_argument("-o", "--output", required=True, help="output file, or folder (for a folder input)")
+    u.add_argument("-o", "--output", required=True,
+                   help="output file, or folder (for a folder input); missing folders are created")
     g = u.add_mutually_exclusive_group(required=True)
     g.add_argument("--scale", type=float, help="factor, e.g. 3.7 (output side = floor(side*scale + 0.5))")
     g.add_argument("--size", type=_size, help="exact output WIDTHxHEIGHT, e.g. 1920x1080")
-    u.add_argument("--model", help="a name from `csr.list_models()` or bicubic (default: csr.api.DEFAULT_MODEL, "
-                   "the best measured)")
-    u.add_argument("--tile", type=int, help="LR tile side (bounds memory; same result); default: auto")
+    u.add_argument("--model", help=f"{_model_choices()} (default: {_default_model()}, the fast decoder)")
+    u.add_argument("--tile", type=int, help="LR tile side, at least 8 (bounds memory; same result); "
+                   "0: never tile; default: tiles only for large inputs")
     u.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     u.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="bf16 only on CPUs with native bf16")
     u.add_argument("--ext", help="output extension for folder inputs, e.g. .png (default: keep)")
@@ -233,8 +259,13 @@ def main(argv=None) -> int:
         if (args.source is None) == (args.input is None):
             args.parser.error("give one input: INPUT or -i/--input")
         args.input = args.input or args.source
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"csr {args.cmd}: warning: {message}", file=sys.stderr)   # not Python's source excerpt
+
     try:
-        args.fn(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line
+            args.fn(args)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"csr {args.cmd}: error: {msg}", file=sys.stderr)

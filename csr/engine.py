@@ -31,9 +31,16 @@ AUTO_TILE_AREA = 384 * 384
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``/None: CUDA when present, else the CPU; or ``"cpu"``, ``"cuda"``, ``"cuda:N"``."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    given = device
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {given!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but no CUDA device is available")
     return device

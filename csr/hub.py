@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from .io import atomic_write
+from .registry import UnknownName
 
 
 def cache_dir() -> Path:
@@ -206,7 +207,7 @@ def _member_bytes(asset: Asset, source: Path | None) -> bytes:
 def fetch(name: str, source: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Make sure asset ``name`` is in the cache (downloading if needed); return its path."""
     if name not in ASSETS:
-        raise KeyError(f"unknown download {name!r}; known: {', '.join(ASSETS)}")
+        raise UnknownName(f"unknown download {name!r}; known: {', '.join(ASSETS)}")
     asset = ASSETS[name]
     if asset.path.is_file() and not force:
         return asset.path

@@ -17,6 +17,7 @@ Every bad input raises ``ValueError`` naming the source and the problem; a missi
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 import warnings
@@ -108,13 +109,17 @@ def _make(color, alpha, mode, depth, gray, fmt) -> Image:
 # ----------------------------------------------------------------------------- loading
 def pixel_limit(given: int | None, env_name: str, default: int) -> int:
     """``given`` if not None, else the integer in ``$env_name`` if set, else ``default``."""
-    if given is not None:
-        return int(given)
-    env = os.environ.get(env_name)
+    env = os.environ.get(env_name) if given is None else None
+    if given is None and not env:
+        return default
+    value, where = (given, "max_pixels") if given is not None else (env, env_name)
     try:
-        return int(env) if env else default
-    except ValueError:
-        raise ValueError(f"{env_name} must be an integer, got {env!r}") from None
+        n = float(value)   # "1e8" and 1e8 are fine; "lots" and 2.5 are not
+    except (TypeError, ValueError):
+        n = math.nan
+    if isinstance(value, bool) or not (n >= 1 and n < math.inf and n == int(n)):
+        raise ValueError(f"{where} must be a positive whole number of pixels, got {value!r}")
+    return int(n)
 
 
 def _limit(max_pixels: int | None) -> int:
@@ -125,7 +130,8 @@ def _check_size(w: int, h: int, limit: int, name: str) -> None:
     if w <= 0 or h <= 0:
         raise ValueError(f"{name}: zero-size image ({w} x {h})")
     if w * h > limit:
-        raise ValueError(f"{name}: image too large: {w} x {h} = {w * h} pixels, limit {limit}")
+        raise ValueError(f"{name}: image too large: {w} x {h} = {w * h:,} pixels, limit {limit:,} "
+                         f"($CSR_MAX_INPUT_PIXELS)")
 
 
 def _read_source(src) -> tuple[bytes, str]:
@@ -159,7 +165,9 @@ def load(src, max_pixels: int | None = None) -> Image:
         PILImage.MAX_IMAGE_PIXELS = limit
 
     def decode() -> Image:
-        pil = PILImage.open(io.BytesIO(data))
+        with warnings.catch_warnings():   # Pillow's size warning: our own check follows at once
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            pil = PILImage.open(io.BytesIO(data))
         _check_size(*pil.size, limit, name)
         ihdr = png16.header(data) if pil.format == "PNG" else None
         if ihdr and ihdr[2] == 16 and ihdr[3] in (2, 4, 6):
@@ -168,10 +176,10 @@ def load(src, max_pixels: int | None = None) -> Image:
             warnings.warn(f"{name}: interlaced 16-bit colour PNG, read as 8-bit", stacklevel=3)
         return _from_pil(pil, pil.format)
 
-    return _guarded(decode, name)
+    return _guarded(decode, name, limit)
 
 
-def _guarded(fn, name: str) -> Image:
+def _guarded(fn, name: str, limit: int | None = None) -> Image:
     """Run a decoder, turning whatever Pillow/zlib raise into one clear ValueError."""
     try:
         return fn()
@@ -179,8 +187,9 @@ def _guarded(fn, name: str) -> Image:
         if str(e).startswith(name + ":") or isinstance(e, MemoryError):
             raise
         raise ValueError(f"{name}: truncated or corrupt image ({e})") from e
-    except PILImage.DecompressionBombError as e:
-        raise ValueError(f"{name}: image too large: {e}") from e
+    except PILImage.DecompressionBombError as e:   # over twice Pillow's limit, itself >= ours
+        over = f"over {limit:,} pixels, the limit" if limit else str(e)
+        raise ValueError(f"{name}: image too large: {over}") from e
     except UnidentifiedImageError as e:
         raise ValueError(f"{name}: not an image file (format not recognised)") from e
     except Exception as e:  # OSError, SyntaxError, EOFError, struct.error, zlib.error, ...
@@ -309,6 +318,9 @@ def save(path, rgb, like: Image | None = None, alpha=None, bit_depth: int | None
         if alpha.shape != rgb.shape[:2]:
             raise ValueError(f"{path}: alpha shape {alpha.shape} does not match {rgb.shape[:2]}")
     if fmt in ("JPEG", "BMP") and alpha is not None:  # no alpha: flatten onto white
+        if (_to_float(alpha) < 1).any():
+            warnings.warn(f"{path}: {fmt} has no transparency; transparent parts flattened onto white "
+                          f"(write .png or .webp to keep them)", stacklevel=2)
         af = _to_float(alpha)[..., None]
         rgb, alpha = _to_float(rgb) * af + (1.0 - af), None
     if fmt == "WEBP":

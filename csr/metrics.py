@@ -60,15 +60,15 @@ def _as_float(img) -> np.ndarray:
 def _pair(img, img2, crop_border: int) -> tuple[np.ndarray, np.ndarray]:
     a, b = _as_float(img), _as_float(img2)
     if a.shape != b.shape:
-        n = 2 if a.ndim == b.ndim else 3
-        fmt = lambda s: "x".join(str(d) for d in s[:n])  # noqa: E731
-        raise ValueError(f"images differ in size: {fmt(a.shape)} vs {fmt(b.shape)}")
+        n = 2 if a.ndim == b.ndim else 3   # width x height (x channels when those differ)
+        fmt = lambda s: "x".join(str(d) for d in (s[1], s[0], *s[2:n]))  # noqa: E731
+        raise ValueError(f"images differ in size: {fmt(a.shape)} vs {fmt(b.shape)} (width x height)")
     c = int(crop_border)
     if c < 0:
         raise ValueError(f"crop_border must be >= 0, got {crop_border}")
     if c:
         if a.shape[0] <= 2 * c or a.shape[1] <= 2 * c:
-            raise ValueError(f"crop_border={c} leaves nothing of a {a.shape[0]}x{a.shape[1]} image")
+            raise ValueError(f"crop_border={c} leaves nothing of a {a.shape[1]}x{a.shape[0]} image")
         a, b = a[c:-c, c:-c], b[c:-c, c:-c]
     return a, b
 
@@ -128,10 +128,14 @@ def ssim(img, img2, crop_border: int = 0, test_y_channel: bool = False) -> float
     """Mean SSIM (MATLAB ``ssim_index`` equivalent), averaged over channels when not on Y."""
     a, b = _prepare(img, img2, crop_border, test_y_channel)
     if a.shape[0] < 11 or a.shape[1] < 11:
-        raise ValueError(f"SSIM needs at least 11x11 pixels, got {a.shape[0]}x{a.shape[1]}")
+        raise ValueError(f"SSIM needs at least 11x11 pixels, got {a.shape[1]}x{a.shape[0]}")
     if a.ndim == 2:
         return _ssim_channel(a, b)
     return float(np.mean([_ssim_channel(a[..., c], b[..., c]) for c in range(a.shape[2])]))
+
+
+# the smallest side each LPIPS backbone's pooling leaves a feature map for (found by trying)
+LPIPS_MIN_SIDE = {"alex": 31, "vgg": 16}
 
 
 class LPIPS:
@@ -162,6 +166,10 @@ class LPIPS:
     def batch(self, x, y):
         import torch
 
+        if min(x.shape[-2:]) < LPIPS_MIN_SIDE[self.net_name]:
+            h, w = x.shape[-2:]
+            raise ValueError(f"LPIPS ({self.net_name}) needs images of at least {LPIPS_MIN_SIDE[self.net_name]} "
+                             f"pixels a side, got {w}x{h}; leave lpips out of the metrics")
         with torch.no_grad():
             x, y = x.to(self.device, torch.float32), y.to(self.device, torch.float32)
             return self.model(x * 2 - 1, y * 2 - 1).flatten()

@@ -15,6 +15,15 @@ from .io import atomic_write
 _MODELS: dict[str, type] = {}
 
 
+class UnknownName(KeyError, ValueError):
+    """An unknown model or download name. A ``KeyError`` (a failed look-up) and a ``ValueError``
+    (a bad argument, as every other invalid request to ``csr`` raises), printed without the
+    quotes ``KeyError`` adds."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def register(name: str):
     """Class decorator: make ``name`` available to :func:`make`."""
     def deco(cls):
@@ -40,7 +49,7 @@ def make(spec: dict, args: dict | None = None, load_sd: bool = False):
         raise ValueError(f"a model spec is a dict with 'name' and 'args', got {spec!r}")
     name = spec["name"]
     if name not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(_MODELS))}")
+        raise UnknownName(f"unknown model {name!r}; registered: {', '.join(sorted(_MODELS))}")
     kwargs = copy.deepcopy(spec.get("args") or {})
     kwargs.update(args or {})
     model = _MODELS[name](**kwargs)

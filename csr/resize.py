@@ -88,7 +88,7 @@ def _dense_matrix(in_len: int, out_len: int, scale: float, antialias: bool) -> n
     return mat
 
 
-def _plan(in_hw, scale, shape):
+def plan(in_hw, scale, shape):
     """Validate arguments; return ((out_h, out_w), (scale_y, scale_x))."""
     if (scale is None) == (shape is None):
         raise ValueError("imresize: give exactly one of `scale` and `shape`")
@@ -228,7 +228,7 @@ def imresize(img, scale=None, shape=None, *, protocol: str = "matlab", antialias
             raise ValueError(f"imresize: numpy input must be HxW or HxWxC, got shape {img.shape}")
         if img.dtype.kind != "f" and img.dtype not in (np.uint8, np.uint16):
             raise TypeError(f"imresize: unsupported numpy dtype {img.dtype} (use uint8, uint16 or float)")
-        out_hw, scales = _plan(img.shape[:2], scale, shape)
+        out_hw, scales = plan(img.shape[:2], scale, shape)
         if protocol == "pil":
             return _pil_numpy(img, out_hw)
         return _matlab_numpy(img, out_hw, scales, antialias)
@@ -242,7 +242,7 @@ def imresize(img, scale=None, shape=None, *, protocol: str = "matlab", antialias
         raise ValueError(f"imresize: tensor input must be (..., H, W), got shape {tuple(img.shape)}")
     if not img.is_floating_point() and img.dtype != torch.uint8:
         raise TypeError(f"imresize: unsupported tensor dtype {img.dtype} (use float or uint8)")
-    out_hw, scales = _plan(tuple(img.shape[-2:]), scale, shape)
+    out_hw, scales = plan(tuple(img.shape[-2:]), scale, shape)
     if protocol == "pil":
         return _pil_torch(img, out_hw)
     return _matlab_torch(img, out_hw, scales, antialias)

@@ -5,7 +5,7 @@ batch of step ``k`` depends only on ``(seed, k)``, so a resumed run continues th
 an uninterrupted one. Checkpoints (``<out>/last.pt``: model, optimiser, EMA, RNG, step) are written
 atomically; the best EMA weights by validation PSNR go to ``<out>/best.safetensors`` (decoder only
 when the config names an ``encoder_from``), which ``--ship`` copies into ``csr/weights/`` when
-it beats the shipped file. Under ``torchrun`` each process takes its share of every batch.
+it beats the shipped file, and those at the schedule's last step to ``<out>/final.safetensors``. Under ``torchrun`` each process takes its share of every batch.
 ``<out>/log.csv`` has a row per step: ``step, time_s`` (wall time spent training, validation
 excluded), ``loss, lr, val_psnr`` (Set5 x4 of the EMA weights by default, at ``val.every``: a step count, or
 ``{from_step: every}``), and a column per ``val.monitor`` entry (``{dataset, scale, limit, every}``: sets
@@ -193,23 +193,23 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
 
     def validate_into(row: dict):
         """Validate the EMA weights into ``row``; validation time is not training time."""
-        nonlocal t0, best, validated
+        nonlocal t0, best, validated, final_val
         t_val = time.time()
-        row["val_psnr"] = round(validate(ema, cfg), 4)
+        row["val_psnr"] = final_val = round(validate(ema, cfg), 4)
         t0 += time.time() - t_val
         validated = row["step"]
         if row["val_psnr"] > best:
             best = row["val_psnr"]
             export(ema, cfg, out / "best.safetensors", val_psnr=best, step=row["step"], hours=row["time_s"] / 3600)
 
-    validated = None
+    validated = final_val = None
     monitors = cfg.get("val", {}).get("monitor", [])
     if cfg.get("batch_size", 16) % world:
         raise ValueError(f"batch_size {cfg.get('batch_size', 16)} is not divisible by {world} processes")
     bar = tqdm(total=cfg["steps"], initial=step, disable=rank != 0, desc=out.name, unit="step",
                mininterval=cfg.get("progress_interval", 1.0))
     t0 = time.time() - t_used
-    last = min(cfg["steps"], stop_at or cfg["steps"])
+    first, last = step, min(cfg["steps"], stop_at or cfg["steps"])
     while step < last and not dist.any_rank(rank == 0 and time.time() - t0 >= budget):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
@@ -254,6 +254,10 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         save(step)
     if rank == 0 and saved != step:  # stopped by stop_at or the time budget: keep the progress
         save(step)
+    if rank == 0 and step == cfg["steps"] > first:   # reached the end of the schedule: its EMA weights,
+        # whatever validation picked, as a start for a later round (init_from: runs/NAME/final.safetensors)
+        at_end = {"val_psnr": final_val} if validated == step else {}
+        export(ema, cfg, out / "final.safetensors", step=step, hours=(time.time() - t0) / 3600, **at_end)
     if rep and step == cfg["steps"]:
         batch_at.clear()
     if rank == 0 and ship:

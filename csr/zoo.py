@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import hub
-from .registry import make, read_checkpoint
+from .registry import UnknownName, make, read_checkpoint
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -49,7 +49,7 @@ def _available(name: str) -> bool:
 
 def checkpoint_path(name: str, must_exist: bool = True, download: bool | None = None) -> Path:
     if name not in ZOO:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(ZOO)}")
+        raise UnknownName(f"unknown model {name!r}; available: {', '.join(ZOO)}")
     kind, _ = ZOO[name]
     if kind == "download":
         if not must_exist:

@@ -90,10 +90,14 @@ def test_output_size_rule(h, w, scale, expect):
                                     ({"size": (float("inf"), 5)}, "whole numbers"), ({"scale": True}, "number"),
                                     ({"scale": "2"}, "number"), ({"scale": (1, 2, 3)}, "number or"),
                                     ({"scale": 2, "size": (4, 4)}, "exactly one"),
-                                    ({"scale": 4, "max_pixels": 1000}, "limit 1,000")])
+                                    ({"scale": 4, "max_pixels": 1000}, "limit 1,000"),
+                                    ({"scale": 2, "max_pixels": -5}, "positive whole number"),
+                                    ({"scale": 2, "model": "nope"}, "unknown model 'nope'; available"),
+                                    ({"scale": 2, "device": "tpu"}, "device must be"),
+                                    ({"scale": 2, "device": "mps"}, "device must be")])
 def test_bad_requests_raise_value_error(kw, msg):
     with pytest.raises(ValueError, match=msg):
-        csr.upscale(np.zeros((23, 37, 3), np.uint8), model="bicubic", **kw)
+        csr.upscale(np.zeros((23, 37, 3), np.uint8), **{"model": "bicubic", **kw})
 
 
 def test_kinds_are_kept(tiny):
@@ -111,6 +115,28 @@ def test_kinds_are_kept(tiny):
     assert f.dtype == np.float32 and f.shape == (17, 15, 3) and 0 <= f.min() and f.max() <= 1
     t = csr.upscale(torch.rand(1, 3, 12, 10), scale=(2, 1.5), model=tiny)
     assert isinstance(t, torch.Tensor) and t.shape == (1, 3, 24, 15)
+    # arrays come back in their own layout and dtype
+    assert csr.upscale(np.zeros((6, 5, 1), np.uint8), scale=2, model=tiny).shape == (12, 10, 1)
+    assert csr.upscale(np.zeros((6, 5, 1), np.float32), scale=2, model=tiny).shape == (12, 10, 1)
+    assert csr.upscale(np.zeros((6, 5), np.uint8), scale=2, model=tiny).shape == (12, 10)
+    assert csr.upscale(np.zeros((6, 5, 3), np.float64), scale=2, model=tiny).dtype == np.float64
+    with pytest.raises(ValueError, match="zero-size image"):
+        csr.upscale(np.zeros((0, 5, 3), np.float32), scale=2, model=tiny)
+
+
+def test_files_come_back_as_pil_and_16bit_colour_as_an_array(tiny, tmp_path):
+    from csr import io as cio
+    rng = np.random.default_rng(1)
+    cio.save(tmp_path / "c8.png", (rng.random((6, 5, 3)) * 255).astype(np.uint8))
+    c16 = (rng.random((6, 5, 3)) * 65535).astype(np.uint16)
+    cio.save(tmp_path / "c16.png", c16)
+    out = csr.upscale(str(tmp_path / "c8.png"), scale=2, model=tiny)
+    assert isinstance(out, Image.Image) and out.size == (10, 12)
+    with open(tmp_path / "c16.png", "rb") as fh:   # a file object, like a path or bytes
+        out = csr.upscale(fh, scale=2, model="bicubic")
+    assert isinstance(out, np.ndarray) and out.dtype == np.uint16 and out.shape == (12, 10, 3)
+    direct = csr.upscale(c16, scale=2, model="bicubic")   # the same numbers as the array itself gives
+    assert np.array_equal(out, direct)
 
 
 def test_scale_one_is_identity_and_below_one_downscales():

@@ -74,7 +74,36 @@ def test_cli_metrics_and_resize(tmp_path, capsys):
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"psnr": float("inf"), "ssim": 1.0}
     assert main(["metrics", str(tmp_path / "a.png"), str(tmp_path / "b.png")]) == 2
-    assert "differ in size" in capsys.readouterr().err
+    assert "differ in size: 30x40 vs 15x20 (width x height)" in capsys.readouterr().err
+
+
+def test_cli_resize_refuses_what_upscale_refuses(tmp_path, capsys, monkeypatch):
+    a = tmp_path / "a.png"
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(a)
+    before = a.read_bytes()
+    for args, msg in [([str(a), "--scale", "0.5"], "would overwrite its input"),
+                      ([str(tmp_path / "o.png"), "--scale", "1e6"], "output too large"),
+                      ([str(tmp_path / "o.png"), "--scale", "1e-9"], "shrinks a 32x24 image to nothing"),
+                      ([str(tmp_path / "o.png"), "--scale", "nan"], "finite"),
+                      ([str(tmp_path / "o.png"), "--scale", "-2"], "positive")]:
+        assert main(["resize", str(a), *args]) == 2
+        assert msg in capsys.readouterr().err
+    assert a.read_bytes() == before and not (tmp_path / "o.png").exists()
+    monkeypatch.setenv("CSR_MAX_OUTPUT_PIXELS", "3000")   # the same limit as upscale's
+    assert main(["resize", str(a), str(tmp_path / "o.png"), "--scale", "2"]) == 2
+    assert "limit 3,000" in capsys.readouterr().err
+    assert main(["resize", str(a), str(tmp_path / "o.png"), "--scale", "1.5"]) == 0
+
+
+def test_cli_warnings_are_one_line(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(tmp_path / "a.png")   # fully transparent
+    proc = subprocess.run([sys.executable, "-m", "csr", "upscale", str(tmp_path / "a.png"), "-o",
+                           str(tmp_path / "a.jpg"), "--scale", "2", "--model", "bicubic"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0
+    warning = [ln for ln in proc.stderr.splitlines() if "warning" in ln]
+    assert warning == ["csr upscale: warning: " + str(tmp_path / "a.jpg") + ": JPEG has no transparency; "
+                       "transparent parts flattened onto white (write .png or .webp to keep them)"]
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path):

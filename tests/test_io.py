@@ -200,7 +200,8 @@ def test_alpha_flattened_on_white(ext, tmp_path):
     rgb = np.zeros((H, W, 3), np.float32)
     alpha = np.zeros((H, W), np.float32)
     alpha[:, : W // 2] = 1.0  # left half opaque black, right half fully transparent
-    img = cio.load(cio.save(tmp_path / f"x.{ext}", rgb, alpha=alpha, quality=100))
+    with pytest.warns(UserWarning, match="no transparency; transparent parts flattened onto white"):
+        img = cio.load(cio.save(tmp_path / f"x.{ext}", rgb, alpha=alpha, quality=100))
     assert img.alpha is None
     assert img.rgb[:, :2].max() <= 3 and img.rgb[:, -2:].min() >= 252
 
@@ -325,14 +326,41 @@ def test_bad_files(name, content, message, tmp_path):
 def test_too_large(tmp_path, monkeypatch):
     path = tmp_path / "big.png"
     path.write_bytes(_png_bytes((30, 40, 3)))
-    with pytest.raises(ValueError, match=r"image too large: 40 x 30 = 1200 pixels, limit 1000"):
+    with pytest.raises(ValueError, match=r"image too large: 40 x 30 = 1,200 pixels, limit 1,000"):
         cio.load(path, max_pixels=1000)
     monkeypatch.setenv("CSR_MAX_INPUT_PIXELS", "1199")
-    with pytest.raises(ValueError, match="limit 1199"):
+    with pytest.raises(ValueError, match="limit 1,199"):
         cio.load(path)
+    monkeypatch.setenv("CSR_MAX_INPUT_PIXELS", "1.2e3")   # a whole number, however written
+    assert cio.load(path).width == 40
+    for bad in ("-5", "0", "2.5", "lots"):
+        monkeypatch.setenv("CSR_MAX_INPUT_PIXELS", bad)
+        with pytest.raises(ValueError, match="CSR_MAX_INPUT_PIXELS must be a positive whole number"):
+            cio.load(path)
+    monkeypatch.setenv("CSR_MAX_INPUT_PIXELS", "1199")
     with pytest.raises(ValueError, match="image too large"):
         cio.load(np.zeros((30, 40), np.uint8))
     assert cio.load(path, max_pixels=1200).width == 40
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """The first bytes of an 8-bit RGB PNG declaring ``width`` x ``height`` (no pixel data)."""
+    import struct
+    import zlib
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+def test_declared_huge_images_are_refused_quietly_with_our_limit():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no DecompressionBombWarning from Pillow on the way
+        with pytest.raises(ValueError, match=r"12000 x 12000 = 144,000,000 pixels, limit 100,000,000"):
+            cio.load(_png_header(12000, 12000))
+        with pytest.raises(ValueError, match=r"image too large: over 100,000,000 pixels, the limit"):
+            cio.load(_png_header(100000, 100000))   # beyond even Pillow's own hard stop
 
 
 def test_other_errors(tmp_path):

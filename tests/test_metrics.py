@@ -91,7 +91,7 @@ def test_psnr_known_value():
 
 
 def test_shape_mismatch():
-    with pytest.raises(ValueError, match="images differ in size: 32x32 vs 32x31"):
+    with pytest.raises(ValueError, match=r"images differ in size: 32x32 vs 31x32 \(width x height\)"):
         metrics.psnr(np.zeros((32, 32, 3)), np.zeros((32, 31, 3)))
     with pytest.raises(ValueError, match="images differ in size"):
         metrics.ssim(np.zeros((32, 32, 3)), np.zeros((32, 32)))
@@ -157,6 +157,10 @@ def test_lpips_inputs(rng, lpips_alex):
     assert metrics.lpips(ta[None], tb) == pytest.approx(d, abs=1e-6)
     assert metrics.compute(a8, b8)["lpips"] == pytest.approx(d, abs=1e-6)
     assert metrics._get_lpips("alex") is lpips_alex  # built once
+    # AlexNet's pooling leaves nothing of a side under 31 pixels: a clear error, not torch's
+    assert metrics.lpips(a8[:31, :31], b8[:31, :31]) > 0
+    with pytest.raises(ValueError, match=r"at least 31 pixels a side, got 32x30"):
+        metrics.lpips(a8[:30], b8[:30])
 
 
 def test_metrics_module_imports_no_torch():

@@ -12,6 +12,7 @@ yaml = pytest.importorskip("yaml")
 
 from csr import dist  # noqa: E402
 from csr.data.train import RandomScaleSR  # noqa: E402
+from csr.registry import read_checkpoint  # noqa: E402
 from csr.train import build, load_config, lr_at, train  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -182,6 +183,10 @@ def test_resume_is_exact(tmp_path, data_root):
     assert rows_a[-1]["val_psnr"] != ""   # validated at the last step
     assert ra["best_val_psnr"] == rb["best_val_psnr"]
     assert (tmp_path / "a" / "best.safetensors").is_file()
+    for run, st in (("a", sa), ("b", sb)):   # the last step's EMA weights, also after a resume
+        _, final, extra = read_checkpoint(tmp_path / run / "final.safetensors")
+        assert extra["step"] == 6 and extra["val_psnr"] == float(rows_a[-1]["val_psnr"])
+        assert all(torch.equal(v, st["ema"][k]) for k, v in final.items())
 
 
 def test_cli_train_overrides(tmp_path, data_root, capsys):
@@ -318,9 +323,10 @@ def test_shipped_configs_are_consistent(path):
     if ship:   # under its own name, or a later stage of it (NAME-continue, NAME-gain, ...)
         assert ship["name"] in ZOO and (cfg["name"] == ship["name"] or cfg["name"].startswith(ship["name"] + "-"))
         assert ship.get("encoder_from") in (None, *[n for n in ZOO if ZOO[n][0] == "download"])
-    init = cfg.get("init_from")   # a zoo name, or the best weights of another config's run
+    init = cfg.get("init_from")   # a zoo name, or the best or final weights of another config's run
     configs = [os.path.splitext(p)[0] for p in os.listdir(os.path.join(REPO, "csr", "configs"))]
-    assert init in (None, *ZOO, *[f"runs/{c}/best.safetensors" for c in configs if c != cfg["name"]])
+    assert init in (None, *ZOO, *[f"runs/{c}/{w}.safetensors" for c in configs if c != cfg["name"]
+                                  for w in ("best", "final")])
     if cfg.get("distill"):
         assert cfg["distill"]["teacher"] in ZOO
     assert 0 < lr_at(0, cfg) <= cfg.get("optimizer", {}).get("lr", 4e-4)
@@ -380,8 +386,11 @@ def test_monitor_sets_are_logged_but_never_pick_weights(tmp_path, data_root, mon
     assert [r["step"] for r in rows if r["val_psnr"]] == ["2", "4", "6"]
     assert r["best_val_psnr"] == 29.0 and calls.count("Urban100") == 2
     assert T.read_checkpoint(tmp_path / "run" / "best.safetensors")[2]["step"] == 2
+    final = T.read_checkpoint(tmp_path / "run" / "final.safetensors")[2]
+    assert final["step"] == 6 and final["val_psnr"] == float(rows[-1]["val_psnr"]) == 25.0
     train(cfg, resume=True)   # a finished run resumes to a no-op and keeps a well-formed log
     assert log_rows(cfg["out"]) == rows
+    assert T.read_checkpoint(tmp_path / "run" / "final.safetensors")[2] == final
 
 
 # ------------------------------------------------------------------ replay of frozen work
