@@ -11,13 +11,14 @@ Public API (stable; see the README for a ``gradio_client`` example):
         -> (full-resolution PNG path, (before, after), (zoomed before, zoomed after), info text)
     width/height 0 = use scale; only one of them = keep the aspect ratio.
 
-Settings (environment): CSR_DEMO_MAX_PIXELS (output pixel cap, default 16 Mpx),
+Settings (environment): CSR_DEMO_MAX_PIXELS (pixel cap of inputs and outputs, default 16 Mpx),
 CSR_DEMO_QUEUE_SIZE (requests allowed to wait, default 16), CSR_DEMO_MAX_FILE_SIZE (upload size
 limit, default "20mb").
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -114,6 +115,9 @@ def target_size(h: int, w: int, scale, width, height, max_pixels: int = MAX_PIXE
         raise ValueError(f"scale must be between {SCALE_MIN:g} and {SCALE_MAX:g} in this demo, got {scale}")
     if width < 0 or height < 0:
         raise ValueError(f"width and height must be 0 (use the scale) or positive, got {width} x {height}")
+    if max(width, height) > max_pixels:
+        raise ValueError(f"The width or height asked for is over this demo's limit of {max_pixels:,} "
+                         f"pixels ({max_pixels / 1e6:g} Mpx) in all. Choose a smaller size.")
     no_cap = sys.maxsize  # the demo's own cap is checked below, with its own message
     if width and height:
         H, W = csr.output_size(h, w, size=(width, height), max_pixels=no_cap)
@@ -129,33 +133,71 @@ def target_size(h: int, w: int, scale, width, height, max_pixels: int = MAX_PIXE
     return H, W
 
 
+def method(h: int, w: int, H: int, W: int, model: str) -> str:
+    """What makes an h x w -> H x W output with ``model`` (as ``csr.api`` does it): the model to
+    enlarge, "bicubic" to shrink (the learned models only enlarge), "none" for the input's own size.
+    ValueError, worded for the page, for one side smaller and the other larger with a learned model."""
+    if model == "bicubic":
+        return model
+    if (H, W) == (h, w):
+        return "none"
+    if H <= h and W <= w:
+        return "bicubic"
+    if H < h or W < w:
+        raise ValueError(f"This output ({W} x {H}) is smaller than the input ({w} x {h}) on one side and "
+                         f"larger on the other, which the learned models cannot make: pick bicubic in "
+                         f"the Model list, or change the width or height.")
+    return model
+
+
+def _how(used: str, model: str) -> str:
+    """The info text's account of ``method``'s answer."""
+    if used == "none":
+        return "unchanged (the output is the input's own size)"
+    if used != model:
+        return f"with `bicubic`: the output is smaller than the input, and `{model}` only enlarges"
+    return f"with `{model}`"
+
+
 def _kind(img: io.Image) -> str:
     colour = "grayscale" if img.grayscale else "RGB"
     return f"{colour}{' + alpha' if img.alpha is not None else ''}, {img.bit_depth}-bit"
 
 
 @functools.lru_cache(maxsize=2)   # the current upload and the one before: bounded memory
-def _decode(path: str, stamp) -> io.Image:
-    return io.load(path)
+def _decode(path: str, stamp, max_pixels: int) -> io.Image:
+    return io.load(path, max_pixels=max_pixels)
 
 
-def _load(path) -> io.Image:
+# one decode at a time: the preview and the size line of an upload, and uploads from several
+# users, run outside the queue; without it each would decode its own copy at the same time
+_decoding = threading.Lock()
+
+
+def _load(path, max_pixels: int = MAX_PIXELS) -> io.Image:
     """The upload through the package's loader; its errors become a message for the page.
-    Decoded once per file: the preview, the size line (on every slider move) and the run share it."""
+    Decoded once per file: the preview, the size line (on every slider move) and the run share it.
+    Inputs over ``max_pixels`` (the output cap: the learned models only enlarge) are refused from
+    the file's header, before anything is decoded."""
     if not path:
         raise gr.Error("Upload an image first.")
     try:
-        return _decode(str(path), io.file_stamp(path))
+        with _decoding:
+            return _decode(str(path), io.file_stamp(path), max_pixels)
     except (ValueError, OSError) as e:
-        # the loader names the file by its server path; show the user's file name instead
-        raise gr.Error(f"Cannot read this file: {str(e).replace(str(path), Path(path).name)}") from None
+        # the loader names the file by its server path and its limit by the package's setting;
+        # show the user's file name and this demo's limit instead
+        msg = str(e).replace(str(path), Path(path).name).replace(
+            f"limit {max_pixels:,} ($CSR_MAX_INPUT_PIXELS)",
+            f"over this demo's limit of {max_pixels:,} pixels ({max_pixels / 1e6:g} Mpx)")
+        raise gr.Error(f"Cannot read this file: {msg}") from None
 
 
-def preview(path):
+def preview(path, max_pixels: int = MAX_PIXELS):
     """A small copy of the upload for display (at most PREVIEW_SIDE pixels a side), or None
     (``plan`` reports why the file cannot be read)."""
     try:
-        img = io.to_pil(_load(path), eight_bit=True) if path else None
+        img = io.to_pil(_load(path, max_pixels), eight_bit=True) if path else None
     except gr.Error:
         return None
     if img is not None and max(img.size) > PREVIEW_SIDE:
@@ -163,18 +205,21 @@ def preview(path):
     return img
 
 
-def plan(path, scale, width, height, max_pixels: int = MAX_PIXELS) -> str:
-    """One line under the upload: the input, and the output size a run would give."""
+def plan(path, scale, width, height, max_pixels: int = MAX_PIXELS, model: str | None = None) -> str:
+    """One line under the upload: the input, and the output size a run would give (and, given
+    the model, what would make it when that is not the model)."""
     if not path:
         return ""
     try:
-        img = _load(path)
+        img = _load(path, max_pixels)
         H, W = target_size(img.height, img.width, scale, width, height, max_pixels)
+        used = model if model is None else method(img.height, img.width, H, W, model)
     except gr.Error as e:
         return f"⚠ {e.message}"
     except ValueError as e:
         return f"⚠ {e}"
-    return f"Input {img.width} x {img.height} ({_kind(img)}) → output **{W} x {H}**"
+    note = f" ({_how(used, model)})" if used != model else ""
+    return f"Input {img.width} x {img.height} ({_kind(img)}) → output **{W} x {H}**{note}"
 
 
 def _request_dir() -> Path:
@@ -214,13 +259,14 @@ def upscale(image, scale, model, width, height, *, max_pixels: int = MAX_PIXELS,
     models = models if models is not None else usable_models()
     if model not in models:
         raise gr.Error(f"Unknown model {model!r}; choose one of: {', '.join(models)}.")
-    img = _load(image)
+    img = _load(image, max_pixels)
     try:
         out_hw = target_size(img.height, img.width, scale, width, height, max_pixels)
+        used = method(img.height, img.width, *out_hw, model)
         t0 = time.perf_counter()
         after = upscale_image(img, out_hw, model, progress=progress)
         seconds = time.perf_counter() - t0
-        before = after if model == "bicubic" else upscale_image(img, out_hw, "bicubic")
+        before = after if used != model or model == "bicubic" else upscale_image(img, out_hw, "bicubic")
     except ValueError as e:
         raise gr.Error(str(e)) from None
     except (MemoryError, RuntimeError) as e:  # torch reports exhausted memory as RuntimeError
@@ -231,22 +277,64 @@ def upscale(image, scale, model, width, height, *, max_pixels: int = MAX_PIXELS,
     out_dir = _request_dir()
     H, W = out_hw
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(image).stem)[:60] or "image"
-    result = io.save(out_dir / f"{stem}-{W}x{H}-{model}.png", after.rgb, like=after, alpha=after.alpha)
-    ref = result if model == "bicubic" else io.save(out_dir / f"{stem}-{W}x{H}-bicubic.png", before.rgb,
+    tag = model if used == model else used.replace("none", "unchanged")
+    result = io.save(out_dir / f"{stem}-{W}x{H}-{tag}.png", after.rgb, like=after, alpha=after.alpha)
+    ref = result if before is after else io.save(out_dir / f"{stem}-{W}x{H}-bicubic.png", before.rgb,
                                                     like=before, alpha=before.alpha)
     info = (f"Output **{W} x {H}** pixels (input {img.width} x {img.height}, {_kind(img)}; "
-            f"x{W / img.width:.4g} wide, x{H / img.height:.4g} high) with `{model}` in "
+            f"x{W / img.width:.4g} wide, x{H / img.height:.4g} high) {_how(used, model)} in "
             f"**{seconds:.2f} s** on {pick_device('auto').type}.")
     return str(result), (str(ref), str(result)), zoom_pair(before, after, out_dir), info
 
 
 # ----------------------------------------------------------------------------- the page
 
+def _number(payload, what: str, allow_none: bool = False):
+    """An input field's value as a finite float, or a gr.Error naming the field (Gradio's own
+    check raises a TypeError on text, which API users would see only as a generic failure)."""
+    if payload is None and allow_none:
+        return None
+    try:
+        x = math.nan if isinstance(payload, bool) else float(payload)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not math.isfinite(x):
+        raise gr.Error(f"{what} must be a number, got {payload!r}")
+    return x
+
+
+def checked(component, allow_none: bool = False):
+    """``component`` with its input checked by ``_number`` before Gradio's own bounds check (an
+    instance attribute: a subclass would make Gradio write a .pyi file beside this one)."""
+    own, what = component.preprocess, component.label.split(" (")[0]
+    component.preprocess = lambda payload: own(_number(payload, what, allow_none))
+    return component
+
+
+def default_model(models: list[str]) -> str:
+    return PREFERRED_MODEL if PREFERRED_MODEL in models else models[0]
+
+
+def examples_cache_dir(model: str) -> Path:
+    """Where the examples' results are cached: a folder named after what makes them (this file
+    and the weights of ``model`` and of the encoder it names), so new weights are never shown
+    with old results, and outside the checkout."""
+    from csr.registry import fingerprint, read_checkpoint
+    from csr.zoo import ZOO, checkpoint_path
+    key = [hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]]
+    name = model
+    while name in ZOO:
+        path = checkpoint_path(name)
+        key.append(fingerprint(path))
+        name = read_checkpoint(path, header_only=True)[2].get("encoder_from")
+    return Path(tempfile.gettempdir()) / "csr-demo-examples" / f"{model}-{'-'.join(key)}"
+
+
 def build_app(models: list[str] | None = None, max_pixels: int = MAX_PIXELS,
               queue_size: int = QUEUE_SIZE, note: str | None = None) -> gr.Blocks:
     """The Blocks app, queued (one request runs at a time; ``queue_size`` may wait)."""
     models = models if models is not None else usable_models()
-    default = PREFERRED_MODEL if PREFERRED_MODEL in models else models[0]
+    default = default_model(models)
 
     # /upscale and the lazily cached examples are separate queued events, each limited to one
     # at a time; the lock makes it one upscale at a time in all (memory, and 2-vCPU Spaces)
@@ -257,13 +345,18 @@ def build_app(models: list[str] | None = None, max_pixels: int = MAX_PIXELS,
             return upscale(image, scale, model, width, height, max_pixels=max_pixels, models=models,
                            progress=True)
 
-    def describe(image, scale, width, height):
-        return plan(image, scale, width, height, max_pixels)
+    def describe(image, scale, width, height, model):
+        return plan(image, scale, width, height, max_pixels, model)
+
+    def show(image):
+        return preview(image, max_pixels)
 
     with gr.Blocks(title="csr: any-scale super-resolution", delete_cache=(1800, KEEP_SECONDS)) as demo:
         gr.Markdown("# csr: upscale any image by any factor\nLearned implicit decoders (LIIF, LTE, and "
-                    "`lmf-edsr-baseline`, a fast one) at any scale from 1 to 8, or to an exact width and height. Alpha, grayscale "
-                    f"and 16-bit are kept. Outputs up to {max_pixels / 1e6:g} Mpx.")
+                    "`lmf-edsr-baseline`, a fast one) at any scale from 1 to 8, or to an exact width and "
+                    "height (a size smaller than the input is made with bicubic: the models only "
+                    f"enlarge). Alpha, grayscale and 16-bit are kept. Inputs and outputs up to "
+                    f"{max_pixels / 1e6:g} Mpx.")
         if note:
             gr.Markdown(f"**Note:** {note}")
         with gr.Tab("Any scale"):
@@ -273,10 +366,13 @@ def build_app(models: list[str] | None = None, max_pixels: int = MAX_PIXELS,
                     shown = gr.Image(label="Input", type="pil", format="png", interactive=False,
                                      height=220, elem_id="input-preview")
                     sizes = gr.Markdown(elem_id="plan")
-                    scale = gr.Slider(SCALE_MIN, SCALE_MAX, value=2, step=0.05, label="Scale", elem_id="scale")
+                    scale = checked(gr.Slider(SCALE_MIN, SCALE_MAX, value=2, step=0.05, label="Scale",
+                                              elem_id="scale"))
                     with gr.Row():
-                        width = gr.Number(0, precision=0, minimum=0, label="Width (0 = from scale)")
-                        height = gr.Number(0, precision=0, minimum=0, label="Height (0 = from scale)")
+                        width = checked(gr.Number(0, precision=0, minimum=0, label="Width (0 = from scale)"),
+                                        allow_none=True)
+                        height = checked(gr.Number(0, precision=0, minimum=0, label="Height (0 = from scale)"),
+                                         allow_none=True)
                     model = gr.Dropdown(models, value=default, label="Model", elem_id="model")
                     go = gr.Button("Upscale", variant="primary", elem_id="run")
                 with gr.Column(scale=2):
@@ -301,9 +397,10 @@ def build_app(models: list[str] | None = None, max_pixels: int = MAX_PIXELS,
 
         go.click(run, inputs, outputs, api_name="upscale")
         # cheap feedback outside the queue, so it is not stuck behind a running request
-        image.change(preview, image, shown, queue=False, api_visibility="private")
-        for event in (image.change, scale.release, width.change, height.change):
-            event(describe, [image, scale, width, height], sizes, queue=False, api_visibility="private")
+        image.change(show, image, shown, queue=False, api_visibility="private")
+        for event in (image.change, scale.release, width.change, height.change, model.change):
+            event(describe, [image, scale, width, height, model], sizes, queue=False,
+                  api_visibility="private")
     demo.queue(default_concurrency_limit=1, max_size=queue_size)
     return demo
 
@@ -316,4 +413,9 @@ def launch(demo: gr.Blocks, **kwargs):
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    launch(build_app(note=fetch_weights()))
+    note = fetch_weights()
+    usable = usable_models()
+    # the examples are cached lazily; unless the user chose a folder (GRADIO_EXAMPLES_CACHE, then
+    # theirs to manage), one named after the weights that make them
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(examples_cache_dir(default_model(usable))))
+    launch(build_app(usable, note=note))

@@ -3,6 +3,8 @@ driven through gradio_client, as an API user would."""
 import importlib.util
 import os
 import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,75 @@ def test_target_size_rule():
     for w, h in ((float("inf"), 0), (10.5, 0), ("x", 0)):
         with pytest.raises(ValueError, match="width"):
             app.target_size(23, 37, 2, w, h)
+    with pytest.raises(ValueError, match="width or height asked for is over this demo's limit"):
+        app.target_size(23, 37, 2, 10**30, 0)   # named as the size it is, not as a scale
+
+
+def test_what_makes_the_output(tmp_path):
+    """Learned models only enlarge: a smaller output is bicubic and the page says so; one side
+    smaller and the other larger is refused, in the size line before the run too."""
+    assert app.method(23, 37, 46, 74, "m") == "m"
+    assert app.method(23, 37, 23, 37, "m") == "none"
+    assert app.method(23, 37, 10, 37, "m") == app.method(23, 37, 10, 20, "bicubic") == "bicubic"
+    with pytest.raises(ValueError, match="pick bicubic in the Model list"):
+        app.method(23, 37, 30, 20, "m")
+    src = write_image(tmp_path / "in.png", 37, 23)
+    assert "pick bicubic" in app.plan(src, 2, 20, 30, model="m")
+    assert "`m` only enlarges" in app.plan(src, 2, 20, 10, model="m")
+    assert app.plan(src, 2, 0, 0, model="m").endswith("**74 x 46**")
+    png, (before, after), _, info = app.upscale(src, 1, "bicubic", 20, 0, models=["bicubic"])
+    assert "with `bicubic`" in info and before == after == png
+    learned = app.upscale(src, 1, "m", 20, 0, models=["m"])  # never loads "m": bicubic makes it
+    assert "with `bicubic`: the output is smaller than the input, and `m` only enlarges" in learned[3]
+    assert learned[0].endswith("-20x12-bicubic.png")
+    same = app.upscale(src, 1, "m", 0, 0, models=["m"])
+    assert "unchanged" in same[3] and same[0].endswith("-unchanged.png")
+    assert np.array_equal(io.load(same[0]).rgb, io.load(src).rgb)
+    with pytest.raises(gr.Error, match="pick bicubic"):
+        app.upscale(src, 1, "m", 20, 40, models=["m"])
+
+
+def test_inputs_over_the_limit_are_refused_from_the_header(tmp_path, monkeypatch):
+    src = write_image(tmp_path / "big.png", 50, 40)
+    app._decode.cache_clear()
+    decoded = []
+    monkeypatch.setattr(app.io, "_from_pil", lambda *a: decoded.append(a))
+    line = app.plan(src, 1, 0, 0, max_pixels=1000)
+    assert "50 x 40 = 2,000 pixels" in line and "over this demo's limit of 1,000 pixels" in line
+    assert "CSR_MAX_INPUT_PIXELS" not in line and not decoded
+
+
+def test_uploads_are_decoded_one_at_a_time(tmp_path, monkeypatch):
+    """The preview and size line run outside the queue, for every user at once: decodes queue up."""
+    running, peak, real = [0], [0], io.load
+
+    def slow_load(path, *a, **k):
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        time.sleep(0.1)
+        running[0] -= 1
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(app.io, "load", slow_load)
+    app._decode.cache_clear()
+    files = [write_image(tmp_path / f"{i}.png", 20, 10, seed=i) for i in range(4)]
+    threads = [threading.Thread(target=app.plan, args=(f, 2, 0, 0)) for f in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1
+
+
+def test_examples_cache_is_named_after_the_weights():
+    name = app.PREFERRED_MODEL
+    if name not in app.usable_models():
+        pytest.skip(f"{name} not usable here (python -m csr download)")
+    from csr.registry import fingerprint
+    from csr.zoo import checkpoint_path
+    folder = app.examples_cache_dir(name)
+    assert fingerprint(checkpoint_path(name)) in folder.name and REPO not in folder.parents
+    assert app.examples_cache_dir("bicubic") != folder
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "I;16", "RGB;16"])
@@ -217,6 +288,9 @@ def test_api_errors_then_keeps_serving(client, img37, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n but then nothing valid")
     cases = [((str(bad), 2.5), "Cannot read this file: corrupt.png"),
              ((img37, 0), "less than minimum value 1"),   # the scale range 1-8 is the API's too
+             ((img37, "abc"), "Scale must be a number, got 'abc'"),
+             ((img37, None), "Scale must be a number, got None"),
+             ((img37, 2, "bicubic", "nan", 0), "Width must be a number, got 'nan'"),
              ((img37, 2.5, "bicubic", 1000, 1000), "over this demo's limit of 100,000 pixels")]
     for args, message in cases:
         with pytest.raises(AppError) as e:
