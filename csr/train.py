@@ -11,7 +11,8 @@ excluded), ``loss, lr, val_psnr`` (Set5 x4 of the EMA weights by default, at ``v
 ``{from_step: every}``), and a column per ``val.monitor`` entry (``{dataset, scale, limit, every}``: sets
 that are watched, for example the part of Urban100 a model lags on, but never pick or ship weights).
 ``init_from`` (a zoo name or a checkpoint path) loads the weights whose names start with one of
-``init_prefixes`` (default: the encoder's) before step 0; parameters under ``freeze`` stay fixed.
+``init_prefixes`` (default: the encoder's) before step 0, or from each ``{from, prefixes}`` of a list
+in turn; parameters under ``freeze`` stay fixed.
 ``data``: ``{dirs, patch, scale_min, scale_max, sample_q}`` as LIIF's sampler, and ``synthetic``: the
 fraction of crops drawn from procedural structured scenes instead of photos (``csr/data/synthetic.py``).
 With a frozen encoder and/or a teacher, ``replay: {slots, reuse}`` trains on each batch and its
@@ -81,14 +82,26 @@ def _batch(ds: RandomScaleSR, step: int, batch: int, rank: int, world: int, seed
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
+def init_sources(cfg: dict) -> list[tuple[str, tuple[str, ...]]]:
+    """``init_from`` as ``[(source, prefixes), ...]``: one source (with ``init_prefixes``), or a
+    list of ``{from, prefixes}`` applied in order (a later one overrides what it shares)."""
+    init = cfg.get("init_from")
+    if not init:
+        return []
+    if isinstance(init, list):
+        return [(i["from"], tuple(i.get("prefixes", ["encoder."]))) for i in init]
+    return [(init, tuple(cfg.get("init_prefixes", ["encoder."])))]
+
+
 def build(cfg: dict) -> torch.nn.Module:
     model = make(cfg["model"])
-    init = cfg.get("init_from")
-    if init:
+    for init, prefixes in init_sources(cfg):
         from .zoo import read_full
         _, sd, _ = read_full(init, download=cfg.get("download"))   # a zoo name or a checkpoint path
-        prefixes = tuple(cfg.get("init_prefixes", ["encoder."]))
-        missing = model.load_state_dict({k: v for k, v in sd.items() if k.startswith(prefixes)}, strict=False)
+        picked = {k: v for k, v in sd.items() if k.startswith(prefixes)}
+        if not picked:
+            raise ValueError(f"init_from {init}: no weights start with {', '.join(prefixes)}")
+        missing = model.load_state_dict(picked, strict=False)
         if missing.unexpected_keys:
             raise ValueError(f"init_from {init}: unexpected keys {missing.unexpected_keys[:5]}")
     for prefix in cfg.get("freeze", []):

@@ -13,7 +13,7 @@ yaml = pytest.importorskip("yaml")
 from csr import dist  # noqa: E402
 from csr.data.train import RandomScaleSR  # noqa: E402
 from csr.registry import read_checkpoint  # noqa: E402
-from csr.train import build, load_config, lr_at, train  # noqa: E402
+from csr.train import build, init_sources, load_config, lr_at, train  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -314,8 +314,9 @@ def test_shipped_configs_are_consistent(path):
     with torch.device("meta"):
         model = make(cfg["model"])
     names = [n for n, _ in model.named_parameters()]
-    for prefix in cfg.get("init_prefixes", []):
-        assert any(n.startswith(prefix) for n in names), f"init_prefixes: {prefix} matches nothing"
+    for _, prefixes in init_sources(cfg):
+        for prefix in prefixes:
+            assert any(n.startswith(prefix) for n in names), f"init_from: {prefix} matches nothing"
     for prefix in cfg.get("freeze", []):
         assert any(n.startswith(prefix) for n in names), f"freeze: {prefix} matches nothing"
         assert not all(n.startswith(prefix) for n in names), "everything frozen"
@@ -323,10 +324,11 @@ def test_shipped_configs_are_consistent(path):
     if ship:   # under its own name, or a later stage of it (NAME-continue, NAME-gain, ...)
         assert ship["name"] in ZOO and (cfg["name"] == ship["name"] or cfg["name"].startswith(ship["name"] + "-"))
         assert ship.get("encoder_from") in (None, *[n for n in ZOO if ZOO[n][0] == "download"])
-    init = cfg.get("init_from")   # a zoo name, or the best or final weights of another config's run
+    # each source a zoo name, or the best or final weights of another config's run
     configs = [os.path.splitext(p)[0] for p in os.listdir(os.path.join(REPO, "csr", "configs"))]
-    assert init in (None, *ZOO, *[f"runs/{c}/{w}.safetensors" for c in configs if c != cfg["name"]
-                                  for w in ("best", "final")])
+    for init, _ in init_sources(cfg):
+        assert init in (*ZOO, *[f"runs/{c}/{w}.safetensors" for c in configs if c != cfg["name"]
+                                for w in ("best", "final")])
     if cfg.get("distill"):
         assert cfg["distill"]["teacher"] in ZOO
     assert 0 < lr_at(0, cfg) <= cfg.get("optimizer", {}).get("lr", 4e-4)
@@ -523,3 +525,23 @@ def test_validation_schedule_dense_early_sparse_later():
     assert steps({0: 3, 10: 4}, n=17) == [3, 6, 9, 12, 16, 17]      # the last step always validates
     assert steps({"0": 2, "6": 100}, n=9) == [2, 4, 9]             # string keys (JSON) read the same
     assert steps(1000, n=3) == [3]
+
+
+def test_init_from_a_list_takes_each_part_from_its_source(tmp_path):
+    """``init_from: [{from, prefixes}, ...]``: the decoder from one checkpoint and the encoder from
+    another, in order; a source that matches none of its prefixes is an error, not a silent no-op."""
+    from csr.registry import make, save_checkpoint
+    spec = {"name": "liif", "args": {"encoder_spec": {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8}},
+                                     "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [8]}}}}
+    torch.manual_seed(1)
+    a = make(spec)
+    torch.manual_seed(2)
+    b = make(spec)
+    pa, pb = save_checkpoint(a, spec, tmp_path / "a.safetensors"), save_checkpoint(b, spec, tmp_path / "b.safetensors")
+    got = build({"model": spec, "init_from": [{"from": str(pa), "prefixes": ["imnet."]},
+                                              {"from": str(pb), "prefixes": ["encoder."]}]}).state_dict()
+    for k, v in got.items():
+        want = (a if k.startswith("imnet.") else b).state_dict()[k]
+        assert torch.equal(v, want), k
+    with pytest.raises(ValueError, match="no weights start with"):
+        build({"model": spec, "init_from": [{"from": str(pa), "prefixes": ["decoder."]}]})
