@@ -100,15 +100,27 @@ def _stamp(model) -> tuple:
     return (stamp,) + (_stamp(base) if base in ZOO else ())
 
 
+def resize_method(in_hw, out_hw, model) -> str:
+    """What makes an ``in_hw`` -> ``out_hw`` output with ``model``: ``"bicubic"`` (asked for, or
+    to shrink: the learned models only enlarge), ``"none"`` (the input's own size) or ``"model"``.
+    ValueError for one axis shrunk and the other enlarged with a learned model."""
+    (h, w), (H, W) = in_hw, out_hw
+    if isinstance(model, str) and model == "bicubic":
+        return "bicubic"
+    if H < h or W < w:
+        if H > h or W > w:
+            raise ValueError(f"cannot shrink one axis and enlarge the other with a learned model "
+                             f"({w} x {h} -> {W} x {H}); use model='bicubic'")
+        return "bicubic"
+    return "none" if (H, W) == (h, w) else "model"
+
+
 def _upscale_float(rgb: np.ndarray, out_hw, model, device, tile, dtype, progress) -> np.ndarray:
     """float32 H x W x 3 in [0, 1] -> float32 H' x W' x 3 in [0, 1]."""
-    h, w = rgb.shape[:2]
-    if model == "bicubic" or out_hw[0] < h or out_hw[1] < w:
-        if model != "bicubic" and (out_hw[0] > h or out_hw[1] > w):
-            raise ValueError(f"cannot shrink one axis and enlarge the other with a learned model "
-                             f"({w} x {h} -> {out_hw[1]} x {out_hw[0]}); use model='bicubic'")
-        return np.clip(imresize(rgb, shape=tuple(out_hw)), 0, 1)  # downscaling: antialiased bicubic
-    if tuple(out_hw) == (h, w):
+    how = resize_method(rgb.shape[:2], out_hw, model)
+    if how == "bicubic":   # downscaling: antialiased bicubic
+        return np.clip(imresize(rgb, shape=tuple(out_hw)), 0, 1)
+    if how == "none":
         return rgb.copy()
     net = get_model(model, device)
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(device)

@@ -94,9 +94,9 @@ def init_sources(cfg: dict) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def build(cfg: dict) -> torch.nn.Module:
+    from .zoo import read_full
     model = make(cfg["model"])
     for init, prefixes in init_sources(cfg):
-        from .zoo import read_full
         _, sd, _ = read_full(init, download=cfg.get("download"))   # a zoo name or a checkpoint path
         picked = {k: v for k, v in sd.items() if k.startswith(prefixes)}
         if not picked:

@@ -38,7 +38,7 @@ except ImportError:  # Hugging Face Spaces installs requirements.txt, not this p
 
 import gradio as gr
 from csr import io
-from csr.api import DEFAULT_MODEL, get_model, upscale_image
+from csr.api import DEFAULT_MODEL, get_model, resize_method, upscale_image
 from csr.engine import pick_device
 
 log = logging.getLogger("csr.demo")
@@ -134,20 +134,16 @@ def target_size(h: int, w: int, scale, width, height, max_pixels: int = MAX_PIXE
 
 
 def method(h: int, w: int, H: int, W: int, model: str) -> str:
-    """What makes an h x w -> H x W output with ``model`` (as ``csr.api`` does it): the model to
-    enlarge, "bicubic" to shrink (the learned models only enlarge), "none" for the input's own size.
-    ValueError, worded for the page, for one side smaller and the other larger with a learned model."""
-    if model == "bicubic":
-        return model
-    if (H, W) == (h, w):
-        return "none"
-    if H <= h and W <= w:
-        return "bicubic"
-    if H < h or W < w:
+    """What makes an h x w -> H x W output with ``model`` (``csr.api.resize_method``): the model
+    to enlarge, "bicubic" to shrink, "none" for the input's own size; its ValueError worded for
+    the page."""
+    try:
+        how = resize_method((h, w), (H, W), model)
+    except ValueError:
         raise ValueError(f"This output ({W} x {H}) is smaller than the input ({w} x {h}) on one side and "
                          f"larger on the other, which the learned models cannot make: pick bicubic in "
-                         f"the Model list, or change the width or height.")
-    return model
+                         f"the Model list, or change the width or height.") from None
+    return model if how == "model" else how
 
 
 def _how(used: str, model: str) -> str:
