@@ -126,12 +126,23 @@ def _limit(max_pixels: int | None) -> int:
     return pixel_limit(max_pixels, "CSR_MAX_INPUT_PIXELS", MAX_PIXELS_DEFAULT)
 
 
+class ImageTooLarge(ValueError):
+    """An input over the pixel limit, found from the header before decoding; ``width`` and
+    ``height`` are None when only the decoder's own guard saw it. Callers with their own limit
+    (the demo) word it themselves from these fields."""
+
+    def __init__(self, name: str, width: int | None, height: int | None, limit: int):
+        self.name, self.width, self.height, self.limit = name, width, height, limit
+        size = f"{width} x {height} = {width * height:,} pixels" if width else f"over {limit:,} pixels"
+        super().__init__(f"{name}: image too large: {size}, limit {limit:,} "
+                         "(max_pixels, or $CSR_MAX_INPUT_PIXELS)")
+
+
 def _check_size(w: int, h: int, limit: int, name: str) -> None:
     if w <= 0 or h <= 0:
         raise ValueError(f"{name}: zero-size image ({w} x {h})")
     if w * h > limit:
-        raise ValueError(f"{name}: image too large: {w} x {h} = {w * h:,} pixels, limit {limit:,} "
-                         f"($CSR_MAX_INPUT_PIXELS)")
+        raise ImageTooLarge(name, w, h, limit)
 
 
 def _read_source(src) -> tuple[bytes, str]:
@@ -188,8 +199,9 @@ def _guarded(fn, name: str, limit: int | None = None) -> Image:
             raise
         raise ValueError(f"{name}: truncated or corrupt image ({e})") from e
     except PILImage.DecompressionBombError as e:   # over twice Pillow's limit, itself >= ours
-        over = f"over {limit:,} pixels, the limit" if limit else str(e)
-        raise ValueError(f"{name}: image too large: {over}") from e
+        if limit:
+            raise ImageTooLarge(name, None, None, limit) from e
+        raise ValueError(f"{name}: image too large: {e}") from e
     except UnidentifiedImageError as e:
         raise ValueError(f"{name}: not an image file (format not recognised)") from e
     except Exception as e:  # OSError, SyntaxError, EOFError, struct.error, zlib.error, ...

@@ -180,12 +180,13 @@ def _load(path, max_pixels: int = MAX_PIXELS) -> io.Image:
     try:
         with _decoding:
             return _decode(str(path), io.file_stamp(path), max_pixels)
+    except io.ImageTooLarge as e:
+        size = f"{e.width} x {e.height} = {e.width * e.height:,} pixels" if e.width else "too large"
+        raise gr.Error(f"Cannot read this file: {Path(path).name} is {size}, over this demo's "
+                       f"limit of {max_pixels:,} pixels ({max_pixels / 1e6:g} Mpx)") from None
     except (ValueError, OSError) as e:
-        # the loader names the file by its server path and its limit by the package's setting;
-        # show the user's file name and this demo's limit instead
-        msg = str(e).replace(str(path), Path(path).name).replace(
-            f"limit {max_pixels:,} ($CSR_MAX_INPUT_PIXELS)",
-            f"over this demo's limit of {max_pixels:,} pixels ({max_pixels / 1e6:g} Mpx)")
+        # the loader names the file by its server path: show the user's file name instead
+        msg = str(e).replace(str(path), Path(path).name)
         raise gr.Error(f"Cannot read this file: {msg}") from None
 
 

@@ -359,8 +359,11 @@ def test_declared_huge_images_are_refused_quietly_with_our_limit():
         warnings.simplefilter("error")   # no DecompressionBombWarning from Pillow on the way
         with pytest.raises(ValueError, match=r"12000 x 12000 = 144,000,000 pixels, limit 100,000,000"):
             cio.load(_png_header(12000, 12000))
-        with pytest.raises(ValueError, match=r"image too large: over 100,000,000 pixels, the limit"):
+        with pytest.raises(cio.ImageTooLarge, match=r"image too large: over 100,000,000 pixels, limit"):
             cio.load(_png_header(100000, 100000))   # beyond even Pillow's own hard stop
+    with pytest.raises(cio.ImageTooLarge) as e:
+        cio.load(_png_header(300, 200), max_pixels=1000)
+    assert (e.value.width, e.value.height, e.value.limit) == (300, 200, 1000)
 
 
 def test_other_errors(tmp_path):
