@@ -15,6 +15,8 @@ that are watched, for example the part of Urban100 a model lags on, but never pi
 in turn; parameters under ``freeze`` stay fixed.
 ``data``: ``{dirs, patch, scale_min, scale_max, sample_q}`` as LIIF's sampler, and ``synthetic``: the
 fraction of crops drawn from procedural structured scenes instead of photos (``csr/data/synthetic.py``).
+``distill: {teacher, weight, gt_weight, self_ensemble}`` adds ``weight`` x L1 to a zoo model's
+outputs at the same queries to ``gt_weight`` (default 1) x L1 to the ground truth.
 With a frozen encoder and/or a teacher, ``replay: {slots, reuse}`` trains on each batch and its
 frozen outputs ``reuse`` times (``csr/data/replay.py``), still a function of the step alone.
 """
@@ -151,11 +153,14 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
                        scale_min=data.get("scale_min", 1.0), scale_max=data.get("scale_max", 4.0),
                        sample_q=data.get("sample_q", 2304), seed=seed,
                        synthetic=data.get("synthetic", 0.0))
-    teacher, distill_w = None, 0.0
+    teacher, distill_w, gt_w = None, 0.0, 1.0
     if cfg.get("distill"):  # a trained model's outputs at the same queries are free extra targets
         from .zoo import create_model
         teacher = create_model(cfg["distill"]["teacher"], device=device).requires_grad_(False)
         distill_w = cfg["distill"].get("weight", 1.0)
+        gt_w = cfg["distill"].get("gt_weight", 1.0)   # 0: the teacher's outputs are the only target
+        if not (distill_w >= 0 and gt_w >= 0 and distill_w + gt_w > 0):
+            raise ValueError(f"distill weight {distill_w!r} and gt_weight {gt_w!r} must be >= 0, not both 0")
     distill_se = bool(cfg.get("distill", {}).get("self_ensemble", False))
     shared = _shares_frozen_encoder(model, teacher)
     amp = dist.choose_precision(cfg.get("precision", "auto"), device)
@@ -229,7 +234,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         b = batch_at(step)
         with ctx:
             pred = ddp(b["lr"], b["coord"], b["cell"], feat=b.get("feat"))
-        loss = F.l1_loss(pred.float(), b["gt"])
+        loss = gt_w * F.l1_loss(pred.float(), b["gt"])
         if teacher is not None:
             loss = loss + distill_w * F.l1_loss(pred.float(), b["target"])
         opt.zero_grad(set_to_none=True)

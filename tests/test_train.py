@@ -545,3 +545,23 @@ def test_init_from_a_list_takes_each_part_from_its_source(tmp_path):
         assert torch.equal(v, want), k
     with pytest.raises(ValueError, match="no weights start with"):
         build({"model": spec, "init_from": [{"from": str(pa), "prefixes": ["decoder."]}]})
+
+
+def test_distill_gt_weight_scales_the_ground_truth_term(tmp_path, data_root, tiny_teacher):
+    """The first step's loss (before any update) is gt_weight x L1(gt) + weight x L1(teacher):
+    the run with both terms is the sum of the run with only the teacher and the one with only the
+    ground truth; both weights 0 (or negative) is refused."""
+    def first_loss(name, weight, gt_weight):
+        cfg = _distill_cfg(tmp_path, data_root, name, steps=2, seed=1)   # student != teacher
+        cfg["distill"] = {"teacher": "tiny-teacher", "weight": weight, "gt_weight": gt_weight}
+        train(cfg, stop_at=1)
+        return float(log_rows(tmp_path / name)[0]["loss"])
+    both, teacher_only, gt_only = first_loss("both", 1.0, 1.0), first_loss("t", 1.0, 0.0), first_loss("g", 0.0, 1.0)
+    assert teacher_only > 1e-3 and gt_only > 1e-3
+    assert abs(both - (teacher_only + gt_only)) < 3e-5
+    assert abs(first_loss("half", 1.0, 0.5) - (teacher_only + 0.5 * gt_only)) < 3e-5
+    for w, g in ((0.0, 0.0), (1.0, -1.0)):
+        cfg = _distill_cfg(tmp_path, data_root, "bad", steps=2)
+        cfg["distill"] = {"teacher": "tiny-teacher", "weight": w, "gt_weight": g}
+        with pytest.raises(ValueError, match="gt_weight"):
+            train(cfg)
