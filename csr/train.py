@@ -14,7 +14,8 @@ that are watched, for example the part of Urban100 a model lags on, but never pi
 ``init_prefixes`` (default: the encoder's) before step 0, or from each ``{from, prefixes}`` of a list
 in turn; parameters under ``freeze`` stay fixed.
 ``data``: ``{dirs, patch, scale_min, scale_max, sample_q}`` as LIIF's sampler, and ``synthetic``: the
-fraction of crops drawn from procedural structured scenes instead of photos (``csr/data/synthetic.py``).
+fraction of crops drawn from procedural structured scenes instead of photos (``csr/data/synthetic.py``);
+``exclude``: file-name patterns left out of ``dirs``.
 ``distill: {teacher, weight, gt_weight, self_ensemble}`` adds ``weight`` x L1 to a zoo model's
 outputs at the same queries to ``gt_weight`` (default 1) x L1 to the ground truth.
 With a frozen encoder and/or a teacher, ``replay: {slots, reuse}`` trains on each batch and its
@@ -152,7 +153,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
     ds = RandomScaleSR(data["dirs"], root=cfg.get("data_root"), patch=data.get("patch", 48),
                        scale_min=data.get("scale_min", 1.0), scale_max=data.get("scale_max", 4.0),
                        sample_q=data.get("sample_q", 2304), seed=seed,
-                       synthetic=data.get("synthetic", 0.0))
+                       synthetic=data.get("synthetic", 0.0), exclude=data.get("exclude", ()))
     teacher, distill_w, gt_w = None, 0.0, 1.0
     if cfg.get("distill"):  # a trained model's outputs at the same queries are free extra targets
         from .zoo import create_model

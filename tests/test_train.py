@@ -106,6 +106,18 @@ def _equal_items(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_dataset_exclude_holds_images_out(data_root, t91):
+    """``exclude`` drops exactly the files whose names match; excluding everything is an error
+    that names the patterns."""
+    from csr.data.benchmark import data_root as resolve, list_images
+    names = [p.name for p in list_images(resolve(data_root) / "train/T91")]
+    held = RandomScaleSR(["train/T91"], root=data_root, patch=16, sample_q=32, exclude=[names[0], "t2*"])
+    kept = [n for n in names if n != names[0] and not n.startswith("t2")]
+    assert 0 < len(held.images) == len(kept) < len(t91[0].images)
+    with pytest.raises(FileNotFoundError, match=r"outside \['\*'\]"):
+        RandomScaleSR(["train/T91"], root=data_root, patch=16, exclude="*")
+
+
 def test_dataset_deterministic(t91):
     ds = t91[0]
     ds.set_epoch(3)

@@ -5,11 +5,15 @@ HR image, downscale it to ``patch x patch`` (PIL bicubic, as LIIF), flip/transpo
 sample ``sample_q`` HR pixels with their coordinates and cells. Deterministic under a seed: item
 ``i`` of epoch ``e`` depends only on ``(seed, e, i)``. With ``synthetic=f``, a fraction ``f`` of the
 items crop a procedural structured scene instead of a photo (``csr/data/synthetic.py``).
+``exclude`` drops files whose names match any of its shell patterns (``fnmatch``), e.g. to hold
+some images of a folder out of training.
 
 Folder layouts: any folder of images; DIV2K's ``DIV2K_train_HR``; ours under the data root
 (``train/T91``, ``train/BSD200``).
 """
 from __future__ import annotations
+
+from fnmatch import fnmatch
 
 import numpy as np
 import torch
@@ -36,10 +40,13 @@ def resolve_train_dirs(dirs, root=None) -> list:
 class RandomScaleSR(Dataset):
     def __init__(self, dirs, root=None, patch: int = 48, scale_min: float = 1.0, scale_max: float = 4.0,
                  sample_q: int | None = 2304, augment: bool = True, repeat: int = 1, seed: int = 0,
-                 lr_protocol: str = "pil", synthetic: float = 0.0):
-        paths = [p for d in resolve_train_dirs(dirs, root) for p in list_images(d)]
+                 lr_protocol: str = "pil", synthetic: float = 0.0, exclude=()):
+        if isinstance(exclude, str):
+            exclude = [exclude]
+        paths = [p for d in resolve_train_dirs(dirs, root) for p in list_images(d)
+                 if not any(fnmatch(p.name, pat) for pat in exclude)]
         if not paths:
-            raise FileNotFoundError(f"no training images in {dirs}")
+            raise FileNotFoundError(f"no training images in {dirs}" + (f" outside {list(exclude)}" if exclude else ""))
         self.images = []
         for p in paths:  # small sets: decode once, keep uint8 in memory
             rgb = io.load(p).rgb
