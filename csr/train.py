@@ -12,7 +12,8 @@ excluded), ``loss, lr, val_psnr`` (Set5 x4 of the EMA weights by default, at ``v
 that are watched, for example the part of Urban100 a model lags on, but never pick or ship weights).
 ``init_from`` (a zoo name or a checkpoint path) loads the weights whose names start with one of
 ``init_prefixes`` (default: the encoder's) before step 0, or from each ``{from, prefixes}`` of a list
-in turn; parameters under ``freeze`` stay fixed.
+in turn (``deepen: {MLP_PREFIX: N}`` there adds N identity hidden layers to a trained MLP); parameters
+under ``freeze`` stay fixed, and ``optimizer.lr_mult: {PREFIX: FACTOR}`` scales a part's learning rate.
 ``data``: ``{dirs, patch, scale_min, scale_max, sample_q}`` as LIIF's sampler, and ``synthetic``: the
 fraction of crops drawn from procedural structured scenes instead of photos (``csr/data/synthetic.py``);
 ``exclude``: file-name patterns left out of ``dirs``.
@@ -42,6 +43,7 @@ from . import dist
 from .data.replay import BatchReplay
 from .data.train import RandomScaleSR
 from .io import atomic_write
+from .models.mlp import deepen
 from .registry import make, read_checkpoint, save_checkpoint
 
 
@@ -85,22 +87,26 @@ def _batch(ds: RandomScaleSR, step: int, batch: int, rank: int, world: int, seed
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
-def init_sources(cfg: dict) -> list[tuple[str, tuple[str, ...]]]:
-    """``init_from`` as ``[(source, prefixes), ...]``: one source (with ``init_prefixes``), or a
-    list of ``{from, prefixes}`` applied in order (a later one overrides what it shares)."""
+def init_sources(cfg: dict) -> list[tuple[str, tuple[str, ...], dict]]:
+    """``init_from`` as ``[(source, prefixes, deepen), ...]``: one source (with ``init_prefixes``),
+    or a list of ``{from, prefixes, deepen}`` applied in order (a later one overrides what it
+    shares). ``deepen: {MLP_PREFIX: N}`` inserts N identity hidden layers before that MLP's output
+    layer (:func:`csr.models.mlp.deepen`): a deeper decoder that starts as the source's function."""
     init = cfg.get("init_from")
     if not init:
         return []
     if isinstance(init, list):
-        return [(i["from"], tuple(i.get("prefixes", ["encoder."]))) for i in init]
-    return [(init, tuple(cfg.get("init_prefixes", ["encoder."])))]
+        return [(i["from"], tuple(i.get("prefixes", ["encoder."])), dict(i.get("deepen", {}))) for i in init]
+    return [(init, tuple(cfg.get("init_prefixes", ["encoder."])), {})]
 
 
 def build(cfg: dict) -> torch.nn.Module:
     from .zoo import read_full
     model = make(cfg["model"])
-    for init, prefixes in init_sources(cfg):
+    for init, prefixes, deeper in init_sources(cfg):
         _, sd, _ = read_full(init, download=cfg.get("download"))   # a zoo name or a checkpoint path
+        for mlp_prefix, extra in deeper.items():
+            sd = deepen(sd, mlp_prefix, extra)
         picked = {k: v for k, v in sd.items() if k.startswith(prefixes)}
         if not picked:
             raise ValueError(f"init_from {init}: no weights start with {', '.join(prefixes)}")
@@ -112,6 +118,23 @@ def build(cfg: dict) -> torch.nn.Module:
             if name.startswith(prefix):
                 p.requires_grad_(False)
     return model
+
+
+def param_groups(model: torch.nn.Module, lr_mult: dict) -> list[dict]:
+    """The trainable parameters as optimiser groups: ``optimizer.lr_mult: {PREFIX: FACTOR}`` scales
+    the learning rate of the parameters whose names start with ``PREFIX`` (the first match wins;
+    the rest keep factor 1), for example LTE's frequency estimator (``freq.``)."""
+    groups: dict[float, list] = {}
+    used = set()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            prefix = next((k for k in lr_mult if name.startswith(k)), None)
+            used.add(prefix)
+            groups.setdefault(float(lr_mult[prefix]) if prefix else 1.0, []).append(p)
+    unused = set(lr_mult) - used
+    if unused:
+        raise ValueError(f"optimizer.lr_mult: {sorted(unused)} match no trainable parameter")
+    return [{"params": ps, "lr_mult": m} for m, ps in groups.items()]
 
 
 def validate(model, cfg: dict, spec: dict | None = None) -> float:
@@ -137,9 +160,10 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
     opt_cfg = cfg.get("optimizer", {})
-    opt = torch.optim.AdamW(params, lr=opt_cfg.get("lr", 4e-4), weight_decay=opt_cfg.get("weight_decay", 0.0),
+    groups = param_groups(model, opt_cfg.get("lr_mult", {}))
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(groups, lr=opt_cfg.get("lr", 4e-4), weight_decay=opt_cfg.get("weight_decay", 0.0),
                             betas=tuple(opt_cfg.get("betas", (0.9, 0.999))))
     step, best, t_used = 0, -math.inf, 0.0
     ckpt = out / "last.pt"
@@ -231,7 +255,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
     first, last = step, min(cfg["steps"], stop_at or cfg["steps"])
     while step < last and not dist.any_rank(rank == 0 and time.time() - t0 >= budget):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg) * g.get("lr_mult", 1.0)
         b = batch_at(step)
         with ctx:
             pred = ddp(b["lr"], b["coord"], b["cell"], feat=b.get("feat"))

@@ -256,6 +256,25 @@ def test_freeze_encoder(tmp_path, data_root):
     assert any(not torch.equal(init[k], after[k]) for k in dec)
 
 
+def test_lr_mult_scales_a_part_of_the_model(tmp_path, data_root):
+    """``optimizer.lr_mult``: the encoder at factor 0 stays where it was while the decoder moves,
+    each group's learning rate is the schedule's times its factor, and a prefix that matches
+    nothing is an error."""
+    opt = {"lr": 1e-3, "warmup": 0, "schedule": "cosine", "min_lr": 1e-5}
+    cfg = tiny_cfg(tmp_path, data_root, name="m", steps=3, optimizer={**opt, "lr_mult": {"encoder.": 0.0, "imnet.layers.2.": 3.0}})
+    torch.manual_seed(cfg["seed"])
+    init = {k: v.clone() for k, v in build(cfg).state_dict().items()}
+    train(cfg)
+    st = last_state(cfg["out"])
+    for k, v in st["model"].items():
+        assert torch.equal(v, init[k]) == k.startswith("encoder."), k
+    groups = sorted(st["opt"]["param_groups"], key=lambda g: g["lr_mult"])
+    assert [g["lr_mult"] for g in groups] == [0.0, 1.0, 3.0]
+    assert [g["lr"] for g in groups] == pytest.approx([0.0, lr_at(2, cfg), 3 * lr_at(2, cfg)])
+    with pytest.raises(ValueError, match="match no trainable"):
+        train(tiny_cfg(tmp_path, data_root, name="m2", steps=1, optimizer={**opt, "lr_mult": {"freq.": 10}}))
+
+
 # ------------------------------------------------------------------ precision
 
 def test_choose_precision_cpu(monkeypatch):
@@ -326,7 +345,9 @@ def test_shipped_configs_are_consistent(path):
     with torch.device("meta"):
         model = make(cfg["model"])
     names = [n for n, _ in model.named_parameters()]
-    for _, prefixes in init_sources(cfg):
+    for _, prefixes, deeper in init_sources(cfg):
+        for prefix in deeper:
+            assert any(n.startswith(prefix) for n in names), f"deepen: {prefix} matches nothing"
         for prefix in prefixes:
             assert any(n.startswith(prefix) for n in names), f"init_from: {prefix} matches nothing"
     for prefix in cfg.get("freeze", []):
@@ -338,7 +359,7 @@ def test_shipped_configs_are_consistent(path):
         assert ship.get("encoder_from") in (None, *[n for n in ZOO if ZOO[n][0] == "download"])
     # each source a zoo name, or the best or final weights of another config's run
     configs = [os.path.splitext(p)[0] for p in os.listdir(os.path.join(REPO, "csr", "configs"))]
-    for init, _ in init_sources(cfg):
+    for init, _, _ in init_sources(cfg):
         assert init in (*ZOO, *[f"runs/{c}/{w}.safetensors" for c in configs if c != cfg["name"]
                                 for w in ("best", "final")])
     if cfg.get("distill"):
@@ -557,6 +578,34 @@ def test_init_from_a_list_takes_each_part_from_its_source(tmp_path):
         assert torch.equal(v, want), k
     with pytest.raises(ValueError, match="no weights start with"):
         build({"model": spec, "init_from": [{"from": str(pa), "prefixes": ["decoder."]}]})
+
+
+def test_init_from_deepen_keeps_the_function_and_adds_trainable_layers(tmp_path):
+    """``deepen: {imnet.: 2}`` builds a decoder with two more hidden layers whose outputs equal the
+    source's at once (identity layers after a ReLU), and whose new layers then learn."""
+    from csr.registry import make, save_checkpoint
+    enc = {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8}}
+    spec = {"name": "lte", "args": {"encoder_spec": enc, "hidden_dim": 8,
+                                    "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [8, 8]}}}}
+    deep = {"name": "lte", "args": {**spec["args"], "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [8, 8, 8, 8]}}}}
+    torch.manual_seed(3)
+    src = make(spec)
+    path = save_checkpoint(src, spec, tmp_path / "src.safetensors")
+    with pytest.raises(RuntimeError):   # without deepen, the shapes do not line up
+        build({"model": deep, "init_from": [{"from": str(path), "prefixes": ["encoder.", "coef.", "freq.", "phase.", "imnet."]}]})
+    model = build({"model": deep, "init_from": [{"from": str(path), "prefixes": ["encoder.", "coef.", "freq.", "phase.", "imnet."],
+                                                 "deepen": {"imnet.": 2}}]})
+    assert torch.equal(model.state_dict()["imnet.layers.6.weight"], torch.eye(8))
+    assert torch.equal(model.state_dict()["imnet.layers.8.weight"], src.state_dict()["imnet.layers.4.weight"])
+    lr, coord = torch.rand(1, 3, 6, 5), torch.rand(1, 20, 2) * 2 - 1
+    cell = torch.full((1, 20, 2), 2 / 12)
+    with torch.no_grad():
+        assert torch.allclose(model(lr, coord, cell), src(lr, coord, cell), atol=1e-6)
+    loss = (model(lr, coord, cell) - 0.5).abs().mean()
+    loss.backward()
+    assert model.imnet.layers[6].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no MLP weights"):
+        build({"model": deep, "init_from": [{"from": str(path), "prefixes": ["imnet."], "deepen": {"decoder.": 1}}]})
 
 
 def test_distill_gt_weight_scales_the_ground_truth_term(tmp_path, data_root, tiny_teacher):

@@ -84,3 +84,28 @@ class MLP(nn.Module):
                 h = rows_linear(h, layer.weight, layer.bias)
             owned = True
         return h.view(*shape, h.shape[-1])
+
+
+def deepen(state: dict, prefix: str, extra: int) -> dict:
+    """A copy of ``state`` whose MLP under ``prefix`` (``imnet.``, say) has ``extra`` more hidden
+    layers, inserted before its output layer as identity maps with zero bias. The function is
+    unchanged, because they follow a ReLU: ``relu(I @ h + 0) = h`` for ``h >= 0`` (Net2Net's
+    deepening). The inserted layers are as wide as the last hidden layer."""
+    if extra < 0:
+        raise ValueError(f"deepen {prefix}: extra layers must be >= 0, not {extra}")
+    head = f"{prefix}layers."
+    indices = {int(k[len(head):].split(".")[0]) for k in state if k.startswith(head)}
+    if not indices:
+        raise ValueError(f"deepen: no MLP weights under {prefix!r}")
+    last = max(indices)
+    if last == 0:
+        raise ValueError(f"deepen {prefix}: an MLP without hidden layers has no ReLU to follow")
+    out = {k: v for k, v in state.items() if not k.startswith(f"{head}{last}.")}
+    w = state[f"{head}{last}.weight"]
+    for j in range(extra):
+        out[f"{head}{last + 2 * j}.weight"] = torch.eye(w.shape[1], dtype=w.dtype)
+        out[f"{head}{last + 2 * j}.bias"] = torch.zeros(w.shape[1], dtype=w.dtype)
+    for name in ("weight", "bias"):
+        if f"{head}{last}.{name}" in state:
+            out[f"{head}{last + 2 * extra}.{name}"] = state[f"{head}{last}.{name}"]
+    return out
