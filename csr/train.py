@@ -20,7 +20,9 @@ fraction of crops drawn from procedural structured scenes instead of photos (``c
 ``distill: {teacher, weight, gt_weight, self_ensemble}`` adds ``weight`` x L1 to a zoo model's
 outputs at the same queries to ``gt_weight`` (default 1) x L1 to the ground truth.
 With a frozen encoder and/or a teacher, ``replay: {slots, reuse}`` trains on each batch and its
-frozen outputs ``reuse`` times (``csr/data/replay.py``), still a function of the step alone.
+frozen outputs (the encoder's features, the teacher's targets) ``reuse`` times
+(``csr/data/replay.py``), still a function of the step alone; ``features: false`` stores only the
+targets and reruns the frozen encoder at every step (less disk: 9 MB a slot for EDSR-baseline at batch 16).
 """
 from __future__ import annotations
 
@@ -187,7 +189,9 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         if not (distill_w >= 0 and gt_w >= 0 and distill_w + gt_w > 0):
             raise ValueError(f"distill weight {distill_w!r} and gt_weight {gt_w!r} must be >= 0, not both 0")
     distill_se = bool(cfg.get("distill", {}).get("self_ensemble", False))
-    shared = _shares_frozen_encoder(model, teacher)
+    keep_feat = (cfg.get("replay") or {}).get("features", True)   # false: rerun the encoder each step
+    shared = keep_feat and _shares_frozen_encoder(model, teacher)
+    own_feat = keep_feat and not shared and _frozen_encoder(model)
     amp = dist.choose_precision(cfg.get("precision", "auto"), device)
     log = {"precision": str(amp or "fp32"), "device": str(device), "world": world,
            "cpu_native_bf16": dist.cpu_has_native_bf16(), "threads": torch.get_num_threads(),
@@ -204,8 +208,11 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         with torch.no_grad(), ctx:
             if shared:  # the student's frozen encoder is the teacher's: run it once for both
                 b["feat"] = teacher.encoder(teacher.normalise(b["lr"])).float()
+            elif own_feat:  # a frozen encoder of the student's own: its features are frozen work too
+                b["feat"] = model.encoder(model.normalise(b["lr"])).float()
             if teacher is not None:
-                b["target"] = teacher_targets(teacher, b, views=8 if distill_se else 1)
+                b["target"] = teacher_targets(teacher, b, views=8 if distill_se else 1,
+                                              feat=b["feat"] if shared else None)
         return b
 
     rep = cfg.get("replay")
@@ -322,13 +329,13 @@ def dihedral_view(lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor, t: 
     return lr, coord, cell
 
 
-def teacher_targets(teacher, b: dict, views: int = 1) -> torch.Tensor:
+def teacher_targets(teacher, b: dict, views: int = 1, feat=None) -> torch.Tensor:
     """The teacher's RGB at the batch's queries. ``views=8``: its geometric self-ensemble, the
     mean over the 8 flips/transposes of the input, each clipped to [0, 1] as the self-ensemble
     of :func:`csr.evaluation.super_resolve` is (0.1 dB above the plain LIIF checkpoint on Set5), a
     target the student can exceed its teacher by following."""
     if views == 1:
-        return teacher(b["lr"], b["coord"], b["cell"], feat=b.get("feat")).float()
+        return teacher(b["lr"], b["coord"], b["cell"], feat=feat).float()
     total = 0
     for t in range(views):
         lr, coord, cell = dihedral_view(b["lr"], b["coord"], b["cell"], t)
@@ -342,12 +349,17 @@ def _monitor_column(spec: dict) -> str:
     return name + (f"_first{spec['limit']}" if spec.get("limit") else "")
 
 
+def _frozen_encoder(model) -> bool:
+    """True when ``model`` has an encoder that does not learn: its features are then a function of
+    the batch alone, made with the batch (and replayed with it) instead of at every step."""
+    return (hasattr(model, "encoder") and hasattr(model, "normalise")
+            and not any(p.requires_grad for p in model.encoder.parameters()))
+
+
 def _shares_frozen_encoder(model, teacher) -> bool:
     """True when the student's encoder is frozen and identical to the teacher's (same weights,
     same input normalisation), so its features can be computed once for both."""
-    if teacher is None or not hasattr(teacher, "encoder") or not hasattr(model, "encoder"):
-        return False
-    if any(p.requires_grad for p in model.encoder.parameters()):
+    if teacher is None or not hasattr(teacher, "encoder") or not _frozen_encoder(model):
         return False
     if (model.input_mean, model.input_std) != (teacher.input_mean, teacher.input_std):
         return False

@@ -492,6 +492,32 @@ def test_replay_reuse_one_is_the_plain_run_and_resume_is_exact(tmp_path, data_ro
         assert torch.equal(v, b["model"][k]), k
 
 
+def test_a_frozen_encoder_of_its_own_is_replayed_with_the_batch(tmp_path, data_root, monkeypatch):
+    """A student whose frozen encoder is not the teacher's: its features are made with the batch
+    and stored in the slots (not rerun at each step), the teacher still runs its own encoder, and
+    the run is the one that reruns the encoder at every step (``replay.features: false``)."""
+    import csr.train as T
+    import csr.zoo
+
+    def create_model(name, device=None):
+        torch.manual_seed(1)   # another seed: the teacher's encoder differs from the student's
+        return build(tiny_cfg(tmp_path, data_root)).to(device or "cpu").eval()
+    monkeypatch.setattr(csr.zoo, "create_model", create_model)
+    train(_distill_cfg(tmp_path, data_root, "cached", replay={"slots": 2, "reuse": 2}), stop_at=4)
+    slot = torch.load(tmp_path / "cached" / "replay" / "rank0" / "slot00000.pt", weights_only=True)
+    torch.manual_seed(0)    # the student's seed (tiny_cfg); the encoder is frozen, so still its weights
+    student = T.build(tiny_cfg(tmp_path, data_root))
+    with torch.no_grad():   # the student's features, not the teacher's
+        assert torch.allclose(slot["feat"], student.encoder(student.normalise(slot["lr"])), atol=1e-6)
+    train(_distill_cfg(tmp_path, data_root, "uncached", replay={"slots": 2, "reuse": 2, "features": False}),
+          stop_at=4)
+    a, b = last_state(tmp_path / "cached"), last_state(tmp_path / "uncached")
+    for k, v in a["model"].items():
+        assert torch.allclose(v, b["model"][k], atol=1e-6), k
+    assert [r["loss"] for r in log_rows(tmp_path / "cached")] == [r["loss"] for r in log_rows(tmp_path / "uncached")]
+    assert "feat" not in torch.load(tmp_path / "uncached" / "replay" / "rank0" / "slot00000.pt", weights_only=True)
+
+
 def test_self_ensemble_teacher_targets_are_the_whole_image_self_ensemble(tmp_path, data_root):
     """distill.self_ensemble: the teacher's 8-view targets at a batch's queries equal the
     self-ensemble csr.evaluation measures with, on a non-square, anisotropic output grid; each
@@ -548,6 +574,29 @@ def test_replay_step_times_split_fresh_and_reused(tmp_path):
     r = mod.step_times(tmp_path / "log.csv", slots=2, reuse=3)
     assert r["fresh_s"] == 3.0 and r["reused_s"] == 1.0
     assert r["cycle_s"] == pytest.approx(5 / 3) and r["gain"] == pytest.approx(1.8)
+
+
+def test_replay_times_measure_runs_both_ways(tmp_path, data_root, tiny_teacher, monkeypatch):
+    """--measure: the same config run with and without stored features; times and ratios reported.
+    8 steps, 2 slots, reuse 3: 0-based steps 1, 6, 7 fresh (step 0 is left out), 2-5 reused."""
+    import importlib.util
+    import time as _time
+
+    import csr.train as T
+    real_lr_at = T.lr_at
+    monkeypatch.setattr(T, "lr_at", lambda *a: (_time.sleep(0.06), real_lr_at(*a))[1])  # log.csv has 0.1 s
+    spec = importlib.util.spec_from_file_location("replay_times", os.path.join(REPO, "benchmarks", "replay_times.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = _distill_cfg(tmp_path, data_root, "m", steps=50, replay={"slots": 2, "reuse": 3})
+    r = mod.measure(cfg, steps=8, slots=2)
+    assert set(r["runs"]) == {"features stored", "targets only"} and r["reuse"] == 3
+    for v in r["runs"].values():
+        assert (v["fresh_steps"], v["reused_steps"]) == (3, 4) and v["reused_s"] > 0
+    assert r["reused_speedup"] == pytest.approx(r["runs"]["targets only"]["reused_s"] / r["runs"]["features stored"]["reused_s"], rel=1e-2)
+    md = mod.markdown(r)
+    assert "| features stored |" in md and "| targets only |" in md and "--measure 8 --slots 2" in md
+    assert not (tmp_path / "m").exists()   # measured in a temporary folder, not the config's out
 
 
 def test_validation_schedule_dense_early_sparse_later():
