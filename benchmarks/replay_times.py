@@ -56,12 +56,13 @@ def step_times(log: Path, slots: int, reuse: int, from_step: int = 1) -> dict:
             "fresh_steps": len(fresh), "reused_steps": len(reused)}
 
 
-def measure(cfg: dict, steps: int, slots: int) -> dict:
+def measure(cfg: dict, steps: int, slots: int, config_path: str | None = None) -> dict:
     """Train ``cfg`` for ``steps`` steps twice, features stored and not; the step times of each."""
     from csr.dist import cpu_info
     from csr.train import train
     reuse = (cfg.get("replay") or {}).get("reuse", 4)
-    report = {"config": cfg["name"], "cpu": cpu_info(), "steps": steps, "slots": slots, "reuse": reuse, "runs": {}}
+    report = {"config": cfg["name"], "config_path": config_path or f"csr/configs/{cfg['name']}.yaml",
+              "cpu": cpu_info(), "steps": steps, "slots": slots, "reuse": reuse, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, features in (("features stored", True), ("targets only", False)):
             c = copy.deepcopy(cfg)
@@ -82,7 +83,7 @@ def measure(cfg: dict, steps: int, slots: int) -> dict:
 def markdown(r: dict) -> str:
     cpu = r["cpu"]
     lines = [f"# Replay step times: {r['config']}", "",
-             f"`python benchmarks/replay_times.py --config csr/configs/{r['config']}.yaml --measure {r['steps']} "
+             f"`python benchmarks/replay_times.py --config {r['config_path']} --measure {r['steps']} "
              f"--slots {r['slots']}`: {r['steps']} steps twice in one process, {r['slots']} slots reused "
              f"{r['reuse']} times, {r['precision']}, on {cpu['model']} ({cpu['threads']} threads, "
              f"{cpu['capability']}, native bf16: {cpu['native_bf16']}). Seconds a step (training time, "
@@ -114,7 +115,7 @@ def main(argv=None):
         if a.slots < 2 or a.measure <= a.slots:
             p.error(f"--measure {a.measure} --slots {a.slots}: needs slots >= 2 and more steps than slots "
                     "(fresh steps after the first, then reused ones)")
-        r = measure(cfg, a.measure, a.slots)
+        r = measure(cfg, a.measure, a.slots, a.config)
         md = markdown(r)
         print(md)
         if not a.no_write:
