@@ -190,8 +190,8 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
             raise ValueError(f"distill weight {distill_w!r} and gt_weight {gt_w!r} must be >= 0, not both 0")
     distill_se = bool(cfg.get("distill", {}).get("self_ensemble", False))
     keep_feat = (cfg.get("replay") or {}).get("features", True)   # false: rerun the encoder each step
-    shared = keep_feat and _shares_frozen_encoder(model, teacher)
-    own_feat = keep_feat and not shared and _frozen_encoder(model)
+    own_feat = keep_feat and _frozen_encoder(model)
+    shared = own_feat and _shares_frozen_encoder(model, teacher)
     amp = dist.choose_precision(cfg.get("precision", "auto"), device)
     log = {"precision": str(amp or "fp32"), "device": str(device), "world": world,
            "cpu_native_bf16": dist.cpu_has_native_bf16(), "threads": torch.get_num_threads(),
@@ -206,9 +206,7 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         """Generated batch ``g`` with what the networks that do not learn make of it."""
         b = {k: v.to(device) for k, v in _batch(ds, g, cfg.get("batch_size", 16), rank, world, seed).items()}
         with torch.no_grad(), ctx:
-            if shared:  # the student's frozen encoder is the teacher's: run it once for both
-                b["feat"] = teacher.encoder(teacher.normalise(b["lr"])).float()
-            elif own_feat:  # a frozen encoder of the student's own: its features are frozen work too
+            if own_feat:  # a frozen encoder's features are frozen work too (the teacher's, if shared)
                 b["feat"] = model.encoder(model.normalise(b["lr"])).float()
             if teacher is not None:
                 b["target"] = teacher_targets(teacher, b, views=8 if distill_se else 1,
