@@ -11,6 +11,11 @@ it is shipped (``NAME=PATH``; rows and fingerprint are then those of the shipped
     python benchmarks/quality.py --models lte-edsr-baseline=runs/RUN/best.safetensors --out runs/RUN/quality
     python benchmarks/quality.py --merge runs/RUN/quality.csv   # once the file is shipped
 
+Weights shipped before all their cells are measured again (a run reproduced on another machine
+can take longer to measure than one session has): ``--drop-stale`` removes the rows that other
+weights made, so those cells read as not measured, never as numbers of other weights::
+
+    python benchmarks/quality.py --drop-stale
 
 Each row names the weights it measured (``weights``: ``csr.registry.fingerprint`` of the checkpoint,
 a hash of its tensors; empty for bicubic), so a shipped file that changes without its rows being
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import time
 from pathlib import Path
 
@@ -49,6 +55,21 @@ def weights_id(model: str) -> str:
     if model == "bicubic":
         return ""
     return fingerprint(model if model.endswith(".safetensors") else checkpoint_path(model))
+
+
+@functools.cache
+def current_weights(model: str) -> str | None:
+    """The fingerprint of ``model``'s file now; None if it is downloadable and not on this machine."""
+    try:
+        return fingerprint(checkpoint_path(model.removesuffix(SELF_ENSEMBLE), download=False))
+    except (FileNotFoundError, ValueError):   # not on this machine, or not a zoo name: cannot tell
+        return None
+
+
+def stale(row: dict) -> bool:
+    """A row measured with weights that are no longer the model's file (bicubic rows never are)."""
+    now = current_weights(row["model"]) if row["model"] != "bicubic" else ""
+    return now is not None and row["weights"] != now
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -137,9 +158,20 @@ def main(argv=None):
     p.add_argument("--out", default="results/quality")
     p.add_argument("--merge", metavar="CSV", help="measure nothing: put the rows of CSV (a candidate's, "
                    "measured with NAME=PATH) into the table, replacing the same cells")
+    p.add_argument("--drop-stale", action="store_true", help="measure nothing: remove the rows measured "
+                   "with weights other than the model's file now (new weights not yet measured everywhere)")
     a = p.parse_args(argv)
     csv_path, md_path = Path(a.out + ".csv"), Path(a.out + ".md")
     rows = read_rows(csv_path)
+    if a.drop_stale:
+        keep = [r for r in rows if not stale(r)]
+        for r in rows:
+            if stale(r):
+                print(f"dropped {r['model']} {r['dataset']} x{r['scale']} ({r['protocol']}): measured with "
+                      f"{r['weights']}, the file is now {current_weights(r['model'])}")
+        write_csv(csv_path, keep)
+        md_path.write_text(markdown(keep))
+        return
     if a.merge:
         new = read_rows(Path(a.merge))
         cells = {(x["model"], x["dataset"], x["scale"], x["protocol"]) for x in new}

@@ -210,3 +210,35 @@ def test_quality_measures_a_candidate_under_its_ship_name(tmp_path):
     assert sorted(merged) == sorted([("bicubic", "3", ""), ("bicubic", "2", ""),
                                      ("my-model", "2", fingerprint(ckpt))])
     assert "my-model" in Path(str(table) + ".md").read_text()
+
+
+def test_quality_drop_stale_removes_only_rows_of_other_weights(tmp_path, monkeypatch):
+    """--drop-stale: rows a model's earlier weights made go; its current rows, bicubic's and those of
+    models it cannot check (not zoo names) stay, and the markdown is rebuilt without them."""
+    import importlib.util
+    from pathlib import Path
+
+    from csr import zoo
+    from csr.registry import fingerprint, save_checkpoint
+    from tiny_models import build, liif_spec
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("quality_drop", repo / "benchmarks" / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "weights")
+    now = save_checkpoint(build(liif_spec(), seed=3), liif_spec(), tmp_path / "weights" / "lte-edsr-baseline.safetensors")
+    row = dict.fromkeys(quality.FIELDS, "1")
+    rows = [{**row, "model": "lte-edsr-baseline", "dataset": "Set5", "scale": "2", "protocol": "liif",
+             "weights": fingerprint(now)},
+            {**row, "model": "lte-edsr-baseline", "dataset": "Urban100", "scale": "2", "protocol": "liif",
+             "weights": "0123456789ab"},
+            {**row, "model": "bicubic", "dataset": "Urban100", "scale": "2", "protocol": "liif", "weights": ""},
+            {**row, "model": "my-model", "dataset": "Urban100", "scale": "2", "protocol": "liif", "weights": "ba9876543210"}]
+    table = tmp_path / "quality"
+    quality.write_csv(Path(str(table) + ".csv"), rows)
+    quality.main(["--drop-stale", "--out", str(table)])
+    kept = quality.read_rows(Path(str(table) + ".csv"))
+    assert [(r["model"], r["dataset"]) for r in kept] == [("lte-edsr-baseline", "Set5"), ("bicubic", "Urban100"),
+                                                         ("my-model", "Urban100")]
+    assert "0123456789ab" not in Path(str(table) + ".md").read_text()
