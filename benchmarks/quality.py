@@ -164,11 +164,12 @@ def main(argv=None):
     csv_path, md_path = Path(a.out + ".csv"), Path(a.out + ".md")
     rows = read_rows(csv_path)
     if a.drop_stale:
-        keep = [r for r in rows if not stale(r)]
+        keep, dropped = [], []
         for r in rows:
-            if stale(r):
-                print(f"dropped {r['model']} {r['dataset']} x{r['scale']} ({r['protocol']}): measured with "
-                      f"{r['weights']}, the file is now {current_weights(r['model'])}")
+            (dropped if stale(r) else keep).append(r)
+        for r in dropped:
+            print(f"dropped {r['model']} {r['dataset']} x{r['scale']} ({r['protocol']}): measured with "
+                  f"{r['weights']}, the file is now {current_weights(r['model'])}")
         write_csv(csv_path, keep)
         md_path.write_text(markdown(keep))
         return
