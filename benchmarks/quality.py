@@ -31,10 +31,13 @@ import functools
 import time
 from pathlib import Path
 
+import csr
 from csr.evaluation import evaluate
 from csr.published import published
 from csr.registry import fingerprint
 from csr.zoo import checkpoint_path
+
+csr.check_checkout(Path(__file__).resolve().parents[1])  # never measure another clone's files
 
 FIELDS = ["model", "dataset", "scale", "protocol", "psnr", "ssim", "lpips", "images", "seconds", "weights"]
 DATASET_ORDER = ["Set5", "Set14", "B100", "Urban100"]

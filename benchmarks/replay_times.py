@@ -29,7 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import csr
 from csr.train import load_config
+
+csr.check_checkout(Path(__file__).resolve().parents[1])  # never measure another clone's files
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 

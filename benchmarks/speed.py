@@ -42,6 +42,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import csr
+
+csr.check_checkout(Path(__file__).resolve().parents[1])  # never measure another clone's files
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"

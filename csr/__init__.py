@@ -13,6 +13,21 @@ _LAZY = {"create_model": "zoo", "list_models": "zoo", "load_model": "zoo", "eval
          "upscale": "api", "output_size": "api"}
 
 
+def check_checkout(repo) -> None:
+    """Raise unless this ``csr`` is the package inside the checkout ``repo``.
+
+    Benchmarks, notebooks and tests write into their own checkout's ``results/`` and measure its
+    shipped weights; a ``pip install -e`` made in another clone (a clean-clone CI check, say) points
+    ``import csr`` there, and they would silently measure and write the other clone's files.
+    """
+    from pathlib import Path
+    here, repo = Path(__file__).resolve().parent, Path(repo).resolve()
+    if here != repo / "csr":
+        raise RuntimeError(f"csr is imported from {here}, not from this checkout ({repo}): results would "
+                           f"come from another clone's code and weights. Point it back with "
+                           f"`python -m pip install --no-deps -e {repo}`.")
+
+
 def __getattr__(name):
     if name in _LAZY:
         import importlib

@@ -28,3 +28,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_configure(config):
+    """Test this checkout's package, not another clone's that a `pip install -e` elsewhere points to."""
+    import csr
+    try:
+        csr.check_checkout(REPO)
+    except RuntimeError as e:
+        pytest.exit(str(e), returncode=4)

@@ -1,6 +1,7 @@
 """Tests for checkpoints, the registry, the model zoo and hub, the shipped weights, and the golden
 reproduction of the LIIF authors' checkpoint on Set5 (marked ``weights``)."""
 import os
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,13 @@ def test_shipped_weights_are_small_and_self_describing():
         assert path.stem in zoo.ZOO and zoo.ZOO[path.stem][0] == "shipped"
         spec, _, extra = read_checkpoint(path, header_only=True)
         assert spec["name"] and extra["val_psnr"] > 0 and extra.get("config", "").startswith(path.stem)
+
+
+def test_check_checkout_names_the_clone_and_the_fix(tmp_path):
+    """Benchmarks, notebooks and tests refuse a csr imported from another clone (a `pip install -e`
+    made elsewhere), with the command that points it back."""
+    import csr
+    repo = Path(csr.__file__).resolve().parents[1]
+    csr.check_checkout(repo)
+    with pytest.raises(RuntimeError, match=r"not from this checkout .*pip install --no-deps -e"):
+        csr.check_checkout(tmp_path)
