@@ -28,9 +28,8 @@ from csr import metrics as M
 from csr.data import BenchmarkSet, crop_border_for
 from csr.evaluation import measure, super_resolve
 
-csr.check_checkout(Path(__file__).resolve().parents[1])  # never measure another clone's files
-
 ROOT = Path(__file__).resolve().parents[1]
+csr.check_checkout(ROOT)  # never measure another clone's files
 EDGE_SHARE = 0.10
 
 

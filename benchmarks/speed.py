@@ -44,9 +44,8 @@ from pathlib import Path
 import numpy as np
 import csr
 
-csr.check_checkout(Path(__file__).resolve().parents[1])  # never measure another clone's files
-
 ROOT = Path(__file__).resolve().parents[1]
+csr.check_checkout(ROOT)  # never measure another clone's files
 RESULTS = ROOT / "results"
 CASES = [("128x128", 4, 1), ("256x256", 4, 3), ("480x270", 4, 3), ("1024x1024", 8, 1)]
 BIG = "1024x1024"

@@ -29,9 +29,8 @@ from csr.models.implicit import STRIP_PIXELS
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import test_image  # noqa: E402
 
-csr.check_checkout(Path(__file__).resolve().parents[1])  # never measure another clone's files
-
 ROOT = Path(__file__).resolve().parents[1]
+csr.check_checkout(ROOT)  # never measure another clone's files
 SIZES = [(128, 128), (256, 256), (270, 480)]
 SCALE = 4
 
