@@ -1,6 +1,6 @@
 """Quality table: models x datasets x scales -> results/quality.csv and results/quality.md.
 
-    python benchmarks/quality.py --models bicubic --datasets Set5,Set14,B100,Urban100 --scales 2,3,4,6,8
+    python benchmarks/quality.py --models bicubic --datasets Set5,Set14,B100,Urban100 --scales 2,3,4,6,8,12
 
 Rows are merged into the existing CSV (same model/dataset/scale/protocol replaced), so a long
 table can be filled in over several runs; the markdown is rebuilt from the whole CSV each time.
@@ -153,7 +153,7 @@ def main(argv=None):
     p.add_argument("--models", default="bicubic", help="comma-separated zoo names, bicubic, or NAME=PATH "
                    "(a checkpoint file measured under NAME)")
     p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
-    p.add_argument("--scales", default="2,3,4,6,8")
+    p.add_argument("--scales", default="2,3,4,6,8,12")   # the table's scales
     p.add_argument("--protocol", default="liif")
     p.add_argument("--metrics", default="psnr,ssim,lpips")
     p.add_argument("--data-root")

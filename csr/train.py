@@ -12,13 +12,16 @@ excluded), ``loss, lr, val_psnr`` (Set5 x4 of the EMA weights by default, at ``v
 that are watched, for example the part of Urban100 a model lags on, but never pick or ship weights).
 ``init_from`` (a zoo name or a checkpoint path) loads the weights whose names start with one of
 ``init_prefixes`` (default: the encoder's) before step 0, or from each ``{from, prefixes}`` of a list
-in turn (``deepen: {MLP_PREFIX: N}`` there adds N identity hidden layers to a trained MLP); parameters
+in turn (``deepen: {MLP_PREFIX: N}`` there adds N identity hidden layers to a trained MLP,
+``widen_basis: true`` more frequencies to a trained LTE); parameters
 under ``freeze`` stay fixed, and ``optimizer.lr_mult: {PREFIX: FACTOR}`` scales a part's learning rate.
 ``data``: ``{dirs, patch, scale_min, scale_max, sample_q}`` as LIIF's sampler, and ``synthetic``: the
 fraction of crops drawn from procedural structured scenes instead of photos (``csr/data/synthetic.py``);
 ``exclude``: file-name patterns left out of ``dirs``.
 ``distill: {teacher, weight, gt_weight, self_ensemble}`` adds ``weight`` x L1 to a zoo model's
 outputs at the same queries to ``gt_weight`` (default 1) x L1 to the ground truth.
+``loss: l1`` (the default, as LIIF and LTE train) or ``mse``, the squared error that PSNR measures,
+for both terms.
 With a frozen encoder and/or a teacher, ``replay: {slots, reuse}`` trains on each batch and its
 frozen outputs (the encoder's features, the teacher's targets) ``reuse`` times
 (``csr/data/replay.py``), still a function of the step alone; ``features: false`` stores only the
@@ -45,8 +48,11 @@ from . import dist
 from .data.replay import BatchReplay
 from .data.train import RandomScaleSR
 from .io import atomic_write
+from .models.lte import widen_basis
 from .models.mlp import deepen
 from .registry import make, read_checkpoint, save_checkpoint
+
+LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}   # config ``loss``: per-query error to the targets
 
 
 def load_config(path) -> dict:
@@ -89,26 +95,32 @@ def _batch(ds: RandomScaleSR, step: int, batch: int, rank: int, world: int, seed
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
-def init_sources(cfg: dict) -> list[tuple[str, tuple[str, ...], dict]]:
-    """``init_from`` as ``[(source, prefixes, deepen), ...]``: one source (with ``init_prefixes``),
-    or a list of ``{from, prefixes, deepen}`` applied in order (a later one overrides what it
+def init_sources(cfg: dict) -> list[dict]:
+    """``init_from`` as ``[{from, prefixes, deepen, widen_basis}, ...]``: one source (with
+    ``init_prefixes``), or a list of such entries applied in order (a later one overrides what it
     shares). ``deepen: {MLP_PREFIX: N}`` inserts N identity hidden layers before that MLP's output
-    layer (:func:`csr.models.mlp.deepen`): a deeper decoder that starts as the source's function."""
+    layer (:func:`csr.models.mlp.deepen`), ``widen_basis: true`` embeds a trained LTE's frequencies
+    in the config's wider one (:func:`csr.models.lte.widen_basis`): either way a bigger decoder that
+    starts as the source's function."""
     init = cfg.get("init_from")
     if not init:
         return []
-    if isinstance(init, list):
-        return [(i["from"], tuple(i.get("prefixes", ["encoder."])), dict(i.get("deepen", {}))) for i in init]
-    return [(init, tuple(cfg.get("init_prefixes", ["encoder."])), {})]
+    entries = init if isinstance(init, list) else [{"from": init, "prefixes": cfg.get("init_prefixes")}]
+    return [{"from": i["from"], "prefixes": tuple(i.get("prefixes") or ["encoder."]),
+             "deepen": dict(i.get("deepen", {})), "widen_basis": bool(i.get("widen_basis", False))}
+            for i in entries]
 
 
 def build(cfg: dict) -> torch.nn.Module:
     from .zoo import read_full
     model = make(cfg["model"])
-    for init, prefixes, deeper in init_sources(cfg):
+    for src in init_sources(cfg):
+        init, prefixes = src["from"], src["prefixes"]
         _, sd, _ = read_full(init, download=cfg.get("download"))   # a zoo name or a checkpoint path
-        for mlp_prefix, extra in deeper.items():
+        for mlp_prefix, extra in src["deepen"].items():
             sd = deepen(sd, mlp_prefix, extra)
+        if src["widen_basis"]:
+            sd = widen_basis(sd, model.state_dict())
         picked = {k: v for k, v in sd.items() if k.startswith(prefixes)}
         if not picked:
             raise ValueError(f"init_from {init}: no weights start with {', '.join(prefixes)}")
@@ -189,6 +201,9 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         if not (distill_w >= 0 and gt_w >= 0 and distill_w + gt_w > 0):
             raise ValueError(f"distill weight {distill_w!r} and gt_weight {gt_w!r} must be >= 0, not both 0")
     distill_se = bool(cfg.get("distill", {}).get("self_ensemble", False))
+    crit = LOSSES.get(cfg.get("loss", "l1"))
+    if crit is None:
+        raise ValueError(f"loss {cfg.get('loss')!r} is not one of {sorted(LOSSES)}")
     keep_feat = (cfg.get("replay") or {}).get("features", True)   # false: rerun the encoder each step
     own_feat = keep_feat and _frozen_encoder(model)
     shared = own_feat and _shares_frozen_encoder(model, teacher)
@@ -264,9 +279,9 @@ def train(cfg: dict, resume: bool = False, minutes: float | None = None, ship: b
         b = batch_at(step)
         with ctx:
             pred = ddp(b["lr"], b["coord"], b["cell"], feat=b.get("feat"))
-        loss = gt_w * F.l1_loss(pred.float(), b["gt"])
+        loss = gt_w * crit(pred.float(), b["gt"])
         if teacher is not None:
-            loss = loss + distill_w * F.l1_loss(pred.float(), b["target"])
+            loss = loss + distill_w * crit(pred.float(), b["target"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip:

@@ -345,7 +345,8 @@ def test_shipped_configs_are_consistent(path):
     with torch.device("meta"):
         model = make(cfg["model"])
     names = [n for n, _ in model.named_parameters()]
-    for _, prefixes, deeper in init_sources(cfg):
+    for src in init_sources(cfg):
+        prefixes, deeper = src["prefixes"], src["deepen"]
         for prefix in deeper:
             assert any(n.startswith(prefix) for n in names), f"deepen: {prefix} matches nothing"
         for prefix in prefixes:
@@ -359,7 +360,7 @@ def test_shipped_configs_are_consistent(path):
         assert ship.get("encoder_from") in (None, *[n for n in ZOO if ZOO[n][0] == "download"])
     # each source a zoo name, or the best or final weights of another config's run
     configs = [os.path.splitext(p)[0] for p in os.listdir(os.path.join(REPO, "csr", "configs"))]
-    for init, _, _ in init_sources(cfg):
+    for init in (src["from"] for src in init_sources(cfg)):
         assert init in (*ZOO, *[f"runs/{c}/{w}.safetensors" for c in configs if c != cfg["name"]
                                 for w in ("best", "final")])
     if cfg.get("distill"):
@@ -453,6 +454,22 @@ def test_replay_schedule_and_stale_slots(tmp_path):
     assert not (tmp_path / "r").exists()
     with pytest.raises(ValueError, match="reuse"):
         BatchReplay(tmp_path / "r", make, slots=3, reuse=0)
+
+
+def test_loss_mse_is_the_squared_error_of_both_terms(tmp_path, data_root, tiny_teacher):
+    """``loss: mse``: the first step's loss (before any update) is the mean squared error, which
+    lies between the square of the L1 run's loss and that loss (errors are below 1), for the ground
+    truth and the teacher alike; an unknown loss is refused before training."""
+    def first_loss(name, loss, weight, gt_weight):
+        cfg = _distill_cfg(tmp_path, data_root, name, steps=2, seed=1, loss=loss)
+        cfg["distill"] = {"teacher": "tiny-teacher", "weight": weight, "gt_weight": gt_weight}
+        train(cfg, stop_at=1)
+        return float(log_rows(tmp_path / name)[0]["loss"])
+    for w, g in ((0.0, 1.0), (1.0, 0.0)):
+        l1, mse = first_loss(f"l1-{w}", "l1", w, g), first_loss(f"mse-{w}", "mse", w, g)
+        assert l1 ** 2 - 1e-6 <= mse < l1 - 1e-3, (w, l1, mse)
+    with pytest.raises(ValueError, match="loss 'l2' is not one of"):
+        train(_distill_cfg(tmp_path, data_root, "bad", steps=2, loss="l2"))
 
 
 def _distill_cfg(tmp_path, data_root, name, **over):
@@ -655,6 +672,39 @@ def test_init_from_deepen_keeps_the_function_and_adds_trainable_layers(tmp_path)
     assert model.imnet.layers[6].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="no MLP weights"):
         build({"model": deep, "init_from": [{"from": str(path), "prefixes": ["imnet."], "deepen": {"decoder.": 1}}]})
+
+
+def test_init_from_widen_basis_keeps_the_function_and_trains_the_new_frequencies(tmp_path):
+    """``widen_basis: true`` builds an LTE with more frequencies whose outputs equal the source's
+    at once (the new features enter the MLP with zero weight), whose new first-layer weights get
+    gradients, and which still sees every source frequency (a narrower target is refused)."""
+    from csr.registry import make, save_checkpoint
+    enc = {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8}}
+    mlp = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [8, 8]}}
+    spec = {"name": "lte", "args": {"encoder_spec": enc, "hidden_dim": 8, "imnet_spec": mlp}}
+    wide = {"name": "lte", "args": {**spec["args"], "hidden_dim": 14}}
+    everything = ["encoder.", "coef.", "freq.", "phase.", "imnet."]
+    torch.manual_seed(4)
+    src = make(spec)
+    path = save_checkpoint(src, spec, tmp_path / "src.safetensors")
+    with pytest.raises(RuntimeError):   # without widen_basis, the shapes do not line up
+        build({"model": wide, "init_from": [{"from": str(path), "prefixes": everything}]})
+    model = build({"model": wide, "init_from": [{"from": str(path), "prefixes": everything, "widen_basis": True}]})
+    w = model.imnet.layers[0].weight
+    assert w.shape == (8, 14) and torch.equal(w[:, 4:7], torch.zeros(8, 3)) and torch.equal(w[:, 11:], torch.zeros(8, 3))
+    assert torch.equal(w[:, 7:11], src.imnet.layers[0].weight[:, 4:])   # sin of the old frequencies
+    lr, coord = torch.rand(1, 3, 6, 5), torch.rand(1, 20, 2) * 2 - 1
+    cell = torch.full((1, 20, 2), 2 / 12)
+    with torch.no_grad():
+        assert torch.allclose(model(lr, coord, cell), src(lr, coord, cell), atol=1e-6)
+    (model(lr, coord, cell) - 0.5).abs().mean().backward()
+    assert model.imnet.layers[0].weight.grad[:, 4:7].abs().sum() > 0
+    narrow = {"name": "lte", "args": {**spec["args"], "hidden_dim": 6}}
+    with pytest.raises(ValueError, match="cannot hold"):
+        build({"model": narrow, "init_from": [{"from": str(path), "prefixes": everything, "widen_basis": True}]})
+    liif = {"name": "liif", "args": {"encoder_spec": enc, "imnet_spec": mlp}}
+    with pytest.raises(ValueError, match="must be LTE decoders"):
+        build({"model": liif, "init_from": [{"from": str(path), "prefixes": ["encoder."], "widen_basis": True}]})
 
 
 def test_distill_gt_weight_scales_the_ground_truth_term(tmp_path, data_root, tiny_teacher):

@@ -43,3 +43,32 @@ class LTE(ImplicitSR):
         if torch.is_grad_enabled():   # cos needs arg intact for its gradient
             return self.imnet(coef * torch.cat([arg.cos(), arg.sin()], dim=-1))
         return self.imnet(torch.cat([arg.cos(), arg.sin_()], dim=-1).mul_(coef))
+
+
+def widen_basis(source: dict, target: dict) -> dict:
+    """``target`` (a wider LTE's state: more frequencies, freshly initialised) with ``source``'s
+    trained basis in place, so that the wider model computes ``source``'s function: the source's
+    K frequencies, phases and amplitudes keep their places among the wider model's K', and the new
+    frequencies' features enter the MLP's first layer with zero weight (their own amplitudes and
+    frequencies keep their random start, so the zero weights get gradients). Features are ordered
+    ``[cos of all K', sin of all K']``; frequencies are (y, x) channel pairs of ``freq``."""
+    if "phase.weight" not in source or "phase.weight" not in target:
+        raise ValueError("widen_basis: both the source and the model must be LTE decoders")
+    out = {k: v.clone() for k, v in target.items()}
+    k_old, k_new = source["phase.weight"].shape[0], target["phase.weight"].shape[0]
+    if k_new < k_old:
+        raise ValueError(f"widen_basis: {k_new} frequencies cannot hold {k_old}")
+    feat_rows = [*range(k_old), *range(k_new, k_new + k_old)]   # cos_j -> j, sin_j -> k_new + j
+    for name in ("coef.weight", "coef.bias"):
+        out[name][feat_rows] = source[name]
+    for name in ("freq.weight", "freq.bias"):
+        out[name][: 2 * k_old] = source[name]
+    out["phase.weight"][:k_old] = source["phase.weight"]
+    first = next(k for k in source if k.startswith("imnet.") and k.endswith(".weight"))
+    w = torch.zeros_like(target[first])
+    w[:, feat_rows] = source[first]
+    out[first] = w
+    for k, v in source.items():   # everything else (encoder, later MLP layers) as it was
+        if k not in ("coef.weight", "coef.bias", "freq.weight", "freq.bias", "phase.weight", first):
+            out[k] = v
+    return out
