@@ -54,21 +54,16 @@ def widen_basis(source: dict, target: dict) -> dict:
     ``[cos of all K', sin of all K']``; frequencies are (y, x) channel pairs of ``freq``."""
     if "phase.weight" not in source or "phase.weight" not in target:
         raise ValueError("widen_basis: both the source and the model must be LTE decoders")
-    out = {k: v.clone() for k, v in target.items()}
     k_old, k_new = source["phase.weight"].shape[0], target["phase.weight"].shape[0]
     if k_new < k_old:
         raise ValueError(f"widen_basis: {k_new} frequencies cannot hold {k_old}")
     feat_rows = [*range(k_old), *range(k_new, k_new + k_old)]   # cos_j -> j, sin_j -> k_new + j
-    for name in ("coef.weight", "coef.bias"):
-        out[name][feat_rows] = source[name]
-    for name in ("freq.weight", "freq.bias"):
-        out[name][: 2 * k_old] = source[name]
-    out["phase.weight"][:k_old] = source["phase.weight"]
     first = next(k for k in source if k.startswith("imnet.") and k.endswith(".weight"))
-    w = torch.zeros_like(target[first])
-    w[:, feat_rows] = source[first]
-    out[first] = w
-    for k, v in source.items():   # everything else (encoder, later MLP layers) as it was
-        if k not in ("coef.weight", "coef.bias", "freq.weight", "freq.bias", "phase.weight", first):
-            out[k] = v
+    placed = {"coef.weight": (feat_rows,), "coef.bias": (feat_rows,), "freq.weight": (slice(2 * k_old),),
+              "freq.bias": (slice(2 * k_old),), "phase.weight": (slice(k_old),), first: (slice(None), feat_rows)}
+    out = dict(source)   # everything else (encoder, later MLP layers) as it was
+    for name, where in placed.items():
+        grown = target[name].clone() if name != first else torch.zeros_like(target[name])
+        grown[where] = source[name]
+        out[name] = grown
     return out
